@@ -1,0 +1,158 @@
+"""Runtime settings: one frozen object, merged once, then passed down.
+
+Precedence: defaults < ``tether.toml`` ([runtime] table) < ``TETHER_*`` environment < arguments.
+``SETTINGS`` is the table of every setting; it drives ``tether --help`` text, the README and a
+test that keeps them in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tether.errors import ConfigError
+
+Durability = Literal["power", "process"]
+
+DEFAULT_DB = "sqlite:///.tether/tether.db"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Everything a runtime needs to know, validated when built."""
+
+    db: str = DEFAULT_DB
+    """Where runs live: ``sqlite:///path``, ``sqlite:////abs/path`` or ``memory://``."""
+
+    durability: Durability = "power"
+    """``power``: a committed record survives power loss (SQLite synchronous=FULL, an fsync per
+    commit). ``process``: it survives a crash of the process but maybe not of the machine
+    (synchronous=NORMAL: the OS decides when to write)."""
+
+    flush_interval_ms: int = 20
+    """The most a lazily committed record (model reply, read-only tool result) may wait before
+    it is committed, in milliseconds. Effects that need durability never wait for this."""
+
+    flush_max_records: int = 1024
+    """Commit lazily queued records once this many are waiting, whatever the interval."""
+
+    lease_seconds: float = 30.0
+    """How long a worker's claim on a run lasts without a heartbeat before another may take it
+    over. A worker on the same host that has died is taken over at once."""
+
+    poll_interval_seconds: float = 1.0
+    """How often a worker looks for due timers, signals and runs left by other processes."""
+
+    max_concurrent_runs: int = 10_000
+    """Runs one process executes at once; the rest stay queued in the store."""
+
+    memory_sleep_seconds: float = 1.0
+    """A ``ctx.sleep`` this short or shorter waits in memory (after a durable record); a longer
+    one unloads the run, which is then replayed when the timer is due."""
+
+    tenant: str = "default"
+    """Tenant a run belongs to when the caller names none."""
+
+    principal: str = "default"
+    """Principal a run acts for when the caller names none."""
+
+    def __post_init__(self) -> None:
+        if self.durability not in ("power", "process"):
+            raise ConfigError(f"durability must be 'power' or 'process', not {self.durability!r}")
+        for name in ("flush_interval_ms", "flush_max_records", "max_concurrent_runs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        for name in ("lease_seconds", "poll_interval_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if self.memory_sleep_seconds < 0:
+            raise ConfigError("memory_sleep_seconds must not be negative")
+        if not (self.db.startswith(("sqlite://", "postgresql://")) or self.db == "memory://"):
+            raise ConfigError(
+                f"db must be sqlite:///PATH or memory://, not {self.db!r}")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+SETTINGS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f"TETHER_{f.name.upper()}") for f in dataclasses.fields(Settings)
+)
+"""(setting, environment variable) for every setting."""
+
+
+def _coerce(name: str, raw: object, source: str) -> object:
+    field = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    try:
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)  # type: ignore[call-overload]
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a number, not {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{source}: {name} must be a string, not {raw!r}")
+    return raw
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Merge defaults, the config file, ``TETHER_*`` variables and explicit overrides.
+
+    Args:
+        path: a ``tether.toml``; when None, ``./tether.toml`` is read if it exists.
+        environ: the environment to read (``os.environ`` when None).
+        overrides: settings given directly (CLI flags); ``None`` values are ignored.
+
+    Raises:
+        ConfigError: naming the file or variable, the key, and what is allowed.
+    """
+    environ = os.environ if environ is None else environ
+    known = {name for name, _ in SETTINGS}
+    values: dict[str, object] = {}
+    if path is None and Path("tether.toml").is_file():
+        path = Path("tether.toml")
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        table = document.get("runtime", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [runtime] must be a table")
+        for key, raw in table.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key runtime.{key}; known keys: "
+                                  + ", ".join(sorted(known)))
+            values[key] = _coerce(key, raw, f"{path} runtime.{key}")
+    for name, variable in SETTINGS:
+        if variable in environ:
+            values[name] = _coerce(name, environ[variable], variable)
+    for name, raw in overrides.items():
+        if raw is None:
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = raw
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        origin = f"{path}: " if path is not None else ""
+        raise ConfigError(origin + exc.message) from None

@@ -1,0 +1,138 @@
+"""The last stage of the pipeline: where an effect acts on the world."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from tether._clock import Clock
+from tether.errors import ModelError, StepError, TetherError, ToolError
+from tether.models import Model, ModelRequest, ToolSpec
+from tether.runtime._events import EventBus
+from tether.runtime._pipeline import Effect
+from tether.store import Commit, RecordState
+from tether.tools import Tool, invoke
+from tether.types import JSONObject, Reply
+
+if TYPE_CHECKING:
+    from tether.runtime._agent import Agent
+
+
+@dataclass(slots=True)
+class ToolRequest:
+    tool: Tool
+    args: JSONObject
+    kwargs: dict[str, Any] | None = None  # set by ValidateStage
+
+
+@dataclass(slots=True)
+class ModelCall:
+    model: Model
+    messages: list[JSONObject]
+    tools: list[ToolSpec]
+    call_index: int
+
+
+@dataclass(slots=True)
+class StepCall:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class ChildStart:
+    agent: Agent
+    input: JSONObject
+    run_id: str
+
+
+StartChild = Callable[[Effect, "ChildStart"], Awaitable[str]]
+LimiterFor = Callable[[Tool], "anyio.CapacityLimiter | None"]
+
+
+class Executor:
+    """Dispatches an effect to the code that carries it out, by kind."""
+
+    def __init__(self, *, clock: Clock, bus: EventBus, limiter_for: LimiterFor,
+                 start_child: StartChild) -> None:
+        self._clock = clock
+        self._bus = bus
+        self._limiter_for = limiter_for
+        self._start_child = start_child
+
+    async def __call__(self, effect: Effect) -> Any:
+        request = effect.request
+        if effect.kind == "tool":
+            return await self._tool(effect, request)
+        if effect.kind == "llm":
+            return await self._llm(effect, request)
+        if effect.kind == "step":
+            return await self._step(effect, request)
+        if effect.kind == "start":
+            return {"run_id": await self._start_child(effect, request)}
+        raise TetherError(f"no executor for effect kind {effect.kind!r}")
+
+    async def _tool(self, effect: Effect, request: ToolRequest) -> Any:
+        run_id = effect.scope.run.run_id
+        journal = effect.scope.journal
+        failures: list[JSONObject] = []
+
+        async def on_retry(attempt: int, error: ToolError, delay: float) -> None:
+            failures.append({"attempt": attempt, "error": error.message,
+                             "retry_in_seconds": round(delay, 3)})
+            effect.attempts = attempt + 1
+            effect.detail["failed_attempts"] = failures
+            if effect.side_effects:  # keep the intent's attempt count current (lazily)
+                journal.write(effect.record(RecordState.STARTED, None, None), Commit.LAZY)
+            self._bus.publish(run_id, "tool.retrying", {"seq": effect.seq, "name": effect.name,
+                                                        "attempt": attempt, "error": error.message,
+                                                        "retry_in_seconds": delay})
+
+        assert request.kwargs is not None, "ValidateStage runs before the executor"
+        # A call resumed after a crash goes on from the attempt the crash interrupted.
+        first = effect.attempts + 1 if effect.resumed else 1
+        effect.attempts = first
+        if effect.resumed and effect.side_effects:
+            journal.write(effect.record(RecordState.STARTED, None, None), Commit.LAZY)
+        return await invoke(request.tool, dict(request.kwargs), run_id=run_id, seq=effect.seq,
+                            first_attempt=first, sleep=self._clock.sleep, on_retry=on_retry,
+                            limiter=self._limiter_for(request.tool))
+
+    async def _llm(self, effect: Effect, call: ModelCall) -> JSONObject:
+        run_id = effect.scope.run.run_id
+        bus = self._bus
+
+        def on_delta(text: str) -> None:
+            bus.publish(run_id, "llm.delta", {"seq": effect.seq, "text": text})
+
+        try:
+            reply = await call.model.complete(ModelRequest(
+                call.messages, call.tools, run_id=run_id, call_index=call.call_index,
+                on_delta=on_delta if bus.active else None))
+        except TetherError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {effect.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(reply, Reply):
+            raise ModelError(f"model {effect.name!r} returned {type(reply).__name__}, not a Reply")
+        effect.detail["usage"] = reply.usage.to_json()
+        return reply.to_json()
+
+    async def _step(self, effect: Effect, call: StepCall) -> Any:
+        try:
+            if inspect.iscoroutinefunction(call.fn):
+                return await call.fn(*call.args)
+            result = await anyio.to_thread.run_sync(functools.partial(call.fn, *call.args))
+            if inspect.isawaitable(result):
+                return await result
+            return result
+        except TetherError:
+            raise
+        except Exception as exc:
+            raise StepError(effect.name, f"{type(exc).__name__}: {exc}",
+                            error_type=type(exc).__name__) from exc

@@ -1,0 +1,223 @@
+"""The effect pipeline: every model call, tool call, step and child run passes these stages.
+
+A stage is a small object with one job, called with the effect and the rest of the pipeline
+(ASGI middleware, for effects)::
+
+    JournalStage  replay a recorded outcome, or record the outcome of what follows
+    ValidateStage check tool arguments against the schema (before anything may act)
+      ... governance stages (policy, residency, limits, approvals) go here ...
+    IntentStage   make a side effect's intent durable before it runs
+    EventStage    tell subscribers the effect started and how it ended
+    executor      act: call the tool, the model, the step function, start the child
+
+A stage refuses by raising a ``TetherError``; ``JournalStage`` records it as the effect's
+outcome, so a replay sees the same refusal even if policies changed in between.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tether import _json
+from tether._clock import Clock
+from tether.errors import StepError, StoreError, TetherError, ToolError, error_from_json
+from tether.journal import RunJournal
+from tether.runtime._events import EventBus
+from tether.store import Commit, Record, RecordState
+from tether.types import JSONObject, Run
+
+
+class Suspended(BaseException):
+    """Unwinds a run that has parked itself durably (timer or signal); it holds no memory."""
+
+
+class NeedsAttention(BaseException):
+    """Unwinds a run that cannot go on without a person (see ``tether resolve``)."""
+
+    def __init__(self, error: JSONObject) -> None:
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+@dataclass(slots=True, eq=False)
+class RunScope:
+    """One execution of one run: its row, its journal, and what went wrong on the way."""
+
+    run: Run
+    journal: RunJournal
+    llm_calls: int = 0  # model calls so far, replayed ones included (ModelRequest.call_index)
+
+
+@dataclass(slots=True, eq=False)
+class Effect:
+    """One effect in flight. ``request`` is kind-specific (set by the Context)."""
+
+    scope: RunScope
+    seq: int
+    kind: str
+    name: str
+    digest: str
+    request: Any
+    side_effects: bool = False
+    """The intent is made durable before the executor acts."""
+    retry_uncertain: bool = False
+    """After a crash between intent and outcome, act again (idempotent) instead of asking."""
+    outcome_commit: Commit = Commit.LAZY
+    detail: JSONObject = field(default_factory=dict)
+    attempts: int = 0
+    intent_recorded: bool = False
+    resumed: bool = False
+    """An intent from an earlier execution was found; the effect acts again (idempotent)."""
+    started_at_ms: int = 0
+
+    def record(self, state: str, value: str | None, finished_at_ms: int | None) -> Record:
+        return Record(self.seq, self.kind, self.name, self.digest, state, value,
+                      max(self.attempts, 1), self.started_at_ms, finished_at_ms,
+                      json.dumps(self.detail, separators=(",", ":")) if self.detail else None)
+
+
+Handler = Callable[[Effect], Awaitable[Any]]
+
+
+class Stage(Protocol):
+    async def __call__(self, effect: Effect, call_next: Handler) -> Any: ...
+
+
+def build_pipeline(stages: Sequence[Stage], executor: Handler) -> Handler:
+    """Chain the stages, first to last, in front of the executor."""
+    handler = executor
+    for stage in reversed(stages):
+        handler = _link(stage, handler)
+    return handler
+
+
+def _link(stage: Stage, call_next: Handler) -> Handler:
+    async def handle(effect: Effect) -> Any:
+        return await stage(effect, call_next)
+    return handle
+
+
+def effect_error(effect: Effect, message: str, error_type: str) -> TetherError:
+    """An error of the effect's kind, for failures the runtime finds rather than the code."""
+    if effect.kind == "tool":
+        return ToolError(effect.name, message, error_type=error_type, attempts=effect.attempts)
+    if effect.kind == "step":
+        return StepError(effect.name, message, error_type=error_type)
+    return TetherError(message)
+
+
+class JournalStage:
+    """Answer from the journal when the effect is recorded; otherwise record its outcome."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def __call__(self, effect: Effect, call_next: Handler) -> Any:
+        journal = effect.scope.journal
+        record = journal.lookup(effect.seq, effect.kind, effect.name, effect.digest)
+        if record is not None:
+            if record.state == RecordState.OK:
+                journal.replayed += 1
+                return _json.decode(record.value or "null")
+            if record.state == RecordState.ERROR:
+                journal.replayed += 1
+                raise error_from_json(_json.decode(record.value or "{}"))
+            # An intent without an outcome: the world may or may not have seen this call.
+            resolution = _json.decode(record.detail).get("resolution") if record.detail else None
+            if not (effect.retry_uncertain or resolution == "retry"):
+                raise NeedsAttention({
+                    "code": "journal.uncertain", "seq": effect.seq, "kind": effect.kind,
+                    "name": effect.name,
+                    "message": f"{effect.kind} {effect.name!r} (seq {effect.seq}) was started "
+                               "but its outcome was never recorded, and it is not idempotent; "
+                               "`tether resolve RUN_ID --retry | --skip-with JSON | --fail`"})
+            effect.attempts, effect.intent_recorded, effect.resumed = record.attempts, True, True
+            effect.started_at_ms = record.started_at_ms
+        journal.executed += 1
+        if not effect.started_at_ms:
+            effect.started_at_ms = self._clock.now_ms()
+        try:
+            value = await call_next(effect)
+            try:
+                text = _json.encode(value)
+            except (TypeError, ValueError) as exc:
+                raise effect_error(effect, f"{effect.kind} {effect.name!r} returned a value "
+                                           f"that is not JSON: {exc}", "TypeError") from None
+        except StoreError:
+            raise  # the journal itself failed: nothing can be recorded
+        except TetherError as exc:
+            await self._record(effect, RecordState.ERROR, _json.encode(exc.to_json()))
+            raise
+        await self._record(effect, RecordState.OK, text)
+        return _json.decode(text)
+
+    async def _record(self, effect: Effect, state: str, value: str) -> None:
+        pending = effect.scope.journal.write(effect.record(state, value, self._clock.now_ms()),
+                                             effect.outcome_commit)
+        if pending is not None:
+            await pending
+
+
+class ValidateStage:
+    """Tool arguments must fit the schema before any later stage (or the tool) sees them."""
+
+    async def __call__(self, effect: Effect, call_next: Handler) -> Any:
+        if effect.kind == "tool":
+            effect.request.kwargs = effect.request.tool.validate(effect.request.args)
+        return await call_next(effect)
+
+
+class IntentStage:
+    """Make a side effect's intent durable (with every earlier record) before it acts."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def __call__(self, effect: Effect, call_next: Handler) -> Any:
+        if effect.side_effects and not effect.intent_recorded:
+            effect.attempts = 1
+            pending = effect.scope.journal.write(effect.record(RecordState.STARTED, None, None),
+                                                 Commit.WAIT)
+            assert pending is not None
+            await pending
+            effect.intent_recorded = True
+        return await call_next(effect)
+
+
+class EventStage:
+    """Publish ``<kind>.started`` and ``<kind>.finished`` / ``<kind>.failed``."""
+
+    def __init__(self, bus: EventBus, clock: Clock) -> None:
+        self._bus = bus
+        self._clock = clock
+
+    async def __call__(self, effect: Effect, call_next: Handler) -> Any:
+        run_id = effect.scope.run.run_id
+        base: JSONObject = {"seq": effect.seq, "name": effect.name}
+        if self._bus.active:
+            started = {**base, "args": effect.request.args} if effect.kind == "tool" else base
+            self._bus.publish(run_id, f"{effect.kind}.started", started)
+        try:
+            value = await call_next(effect)
+        except TetherError as exc:
+            self._bus.publish(run_id, f"{effect.kind}.failed", {**base, "error": exc.to_json()})
+            raise
+        if self._bus.active:
+            data: JSONObject = {**base, "duration_ms": self._clock.now_ms() - effect.started_at_ms,
+                                "attempts": max(effect.attempts, 1)}
+            if "usage" in effect.detail:
+                data["usage"] = effect.detail["usage"]
+            if effect.kind == "llm":
+                data["text"] = value.get("text")
+                data["tool_calls"] = value.get("tool_calls")
+            self._bus.publish(run_id, f"{effect.kind}.finished", data)
+        return value
+
+
+def core_stages(bus: EventBus, clock: Clock) -> list[Stage]:
+    """The stages of the core runtime, in pipeline order."""
+    return [JournalStage(clock), ValidateStage(), IntentStage(clock), EventStage(bus, clock)]
+

@@ -1,0 +1,533 @@
+"""``Runtime``: the composition root. It picks the store, builds the pipeline, claims runs and
+drives them, and parks and wakes them.
+
+Lifecycle of a run in one process::
+
+    start/claim --> execute (replay + live effects) --> completed | failed | needs_attention
+                        |                       ^
+                        +-> suspend (waiting) --+  woken by its timer, a signal or resolve
+
+A run is executed by one task while it makes progress. A suspended run has no task and no
+memory here: only a row in the store (and, for a timer, a number in a heap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from tether import _json
+from tether._clock import Clock, SystemClock
+from tether.config import Settings, load_settings
+from tether.errors import (
+    AgentNotFound,
+    RunConflict,
+    RunFailed,
+    RunNotFound,
+    StoreError,
+    TetherError,
+    UsageError,
+)
+from tether.journal import RunJournal
+from tether.models import Model
+from tether.runtime._agent import Agent, load_agent
+from tether.runtime._context import Context
+from tether.runtime._events import EventBus
+from tether.runtime._executors import ChildStart, Executor
+from tether.runtime._owner import new_owner_id, owner_is_dead
+from tether.runtime._pipeline import (
+    Effect,
+    Handler,
+    NeedsAttention,
+    RunScope,
+    Stage,
+    Suspended,
+    build_pipeline,
+    core_stages,
+)
+from tether.store import Claim, NewRun, Record, Store, open_store
+from tether.tools import Tool
+from tether.types import JSON, JSONObject, Run, RunStatus
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def failure_json(exc: BaseException) -> JSONObject:
+    """How a run's failure is recorded: code, type, message and the traceback's tail."""
+    data = exc.to_json() if isinstance(exc, TetherError) else {
+        "code": "agent.error", "type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    data["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    return data
+
+
+class _Watch:
+    """Wakes callers waiting on one run; carries the run's new state when this process knows it."""
+
+    __slots__ = ("event", "run")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.run: Run | None = None
+
+
+class RunHandle:
+    """A started run. ``await handle.result()`` waits for it to end."""
+
+    def __init__(self, runtime: Runtime, run_id: str, run: Run | None = None) -> None:
+        self._runtime = runtime
+        self.run_id = run_id
+        self._known = run
+
+    async def status(self) -> Run:
+        """The run as the store holds it now."""
+        return await self._runtime.get(self.run_id)
+
+    async def settled(self) -> Run:
+        """Wait until the run is no longer pending or running (it may be waiting)."""
+        return await self._runtime._wait_for(
+            self.run_id, lambda run: run.status.is_settled, self._known)
+
+    async def result(self) -> JSON:
+        """Wait until the run ends; its result, or ``RunFailed`` (also for needs_attention)."""
+        run = await self._runtime._wait_for(
+            self.run_id,
+            lambda run: run.status.is_terminal or run.status is RunStatus.NEEDS_ATTENTION,
+            self._known)
+        if run.status is not RunStatus.COMPLETED:
+            raise RunFailed(run.run_id, str(run.status), run.error)
+        return run.result
+
+
+class Runtime:
+    """Runs agents durably. Use as an async context manager.
+
+    Args:
+        db: where runs live (``sqlite:///path``, ``memory://``); overrides ``settings.db``.
+        settings: runtime settings (default: ``tether.toml`` and ``TETHER_*`` variables).
+        agents: agents to register up front (others register when first started).
+        models: models ``ctx.llm`` may name, as a list (by their ``name``) or a mapping.
+        clock: time source (a fake one in tests).
+        worker: also claim and run runs this runtime did not start (left by dead processes,
+            due timers, delivered signals). With False, only runs started here are driven.
+        stages: extra pipeline stages, placed after validation and before the intent.
+        store: a store object to use instead of the one ``db`` names.
+    """
+
+    def __init__(self, db: str | None = None, *, settings: Settings | None = None,
+                 agents: Sequence[Agent] = (), models: Sequence[Model] | Mapping[str, Model] = (),
+                 clock: Clock | None = None, worker: bool = True, stages: Sequence[Stage] = (),
+                 store: Store | None = None) -> None:
+        settings = settings or load_settings()
+        self.settings = settings.replace(db=db) if db is not None else settings
+        self.clock: Clock = clock or SystemClock()
+        self.store: Store = store or open_store(self.settings)
+        self.events = EventBus(self.clock)
+        self.owner = new_owner_id()
+        self._worker = worker
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._agents_by_name: dict[str, Agent] = {}
+        for item in agents:
+            self._register(item)
+        self._models: dict[str, Model] = dict(models) if isinstance(models, Mapping) else {
+            model.name: model for model in models}
+        stage_list = core_stages(self.events, self.clock)
+        stage_list[2:2] = list(stages)  # after JournalStage and ValidateStage
+        self._pipeline: Handler = build_pipeline(stage_list, Executor(
+            clock=self.clock, bus=self.events, limiter_for=self._limiter,
+            start_child=self._start_child))
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._active: dict[str, anyio.CancelScope] = {}
+        self._own: set[str] = set()  # runs started here (what a non-worker runtime drives)
+        self._watches: dict[str, _Watch] = {}
+        self._timers: list[int] = []  # wake times of runs this process parked
+        self._wakeup = anyio.Event()
+        self._backlog = False
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        await self.store.open()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._open = True
+        self._task_group.start_soon(self._dispatch_loop)
+        self._task_group.start_soon(self._heartbeat_loop)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        # Stop claiming; cancel what is executing (its journal stays consistent: an effect
+        # without an outcome is replayed or flagged on resume).
+        self._open = False
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        try:
+            await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            # Hand our runs back at once so the next worker need not wait for our lease.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.release(owner=self.owner)
+                finally:
+                    await self.store.aclose()
+
+    # -- registry --------------------------------------------------------------------------
+
+    def _register(self, agent: Agent) -> Agent:
+        known = self._agents.setdefault((agent.name, agent.version), agent)
+        self._agents_by_name[agent.name] = agent
+        return known
+
+    def _agent(self, agent: Agent | str) -> Agent:
+        if isinstance(agent, Agent):
+            return self._register(agent)
+        if agent in self._agents_by_name:
+            return self._agents_by_name[agent]
+        if ":" in agent:
+            return self._register(load_agent(agent))
+        raise AgentNotFound(f"no agent named {agent!r} is registered; pass the agent object or "
+                            "MODULE:AGENT")
+
+    def _model(self, model: str | Model) -> Model:
+        if not isinstance(model, str):
+            return model
+        found = self._models.get(model)
+        if found is None:
+            raise UsageError(f"unknown model {model!r}; models given to this runtime: "
+                             + (", ".join(sorted(self._models)) or "none"))
+        return found
+
+    def _limiter(self, tool: Tool) -> anyio.CapacityLimiter | None:
+        if tool.max_concurrency is None:
+            return None
+        limiter = self._limiters.get(tool.name)
+        if limiter is None:
+            limiter = self._limiters[tool.name] = anyio.CapacityLimiter(tool.max_concurrency)
+        return limiter
+
+    def _agent_for_run(self, run: Run) -> Agent:
+        """The agent a run is pinned to (name and version), importing it if need be."""
+        agent = self._agents.get((run.agent, run.agent_version))
+        if agent is not None:
+            return agent
+        try:
+            loaded = load_agent(run.agent_ref)
+        except AgentNotFound as exc:
+            raise AgentNotFound(
+                f"run {run.run_id} needs agent {run.agent} version {run.agent_version}, which "
+                f"this worker cannot load ({exc.message})") from None
+        if loaded.name == run.agent and loaded.version == run.agent_version:
+            return self._register(loaded)
+        raise AgentNotFound(
+            f"run {run.run_id} is pinned to agent {run.agent} version {run.agent_version}; "
+            f"{run.agent_ref} is now version {loaded.version}. Deploy the version the run "
+            f"started on, or settle the run: `tether resolve {run.run_id} --fail`")
+
+    # -- starting and controlling runs -----------------------------------------------------
+
+    async def start(self, agent: Agent | str, input: JSONObject | None = None, *,
+                    run_id: str | None = None, thread_id: str | None = None,
+                    tenant: str | None = None, principal: str | None = None) -> RunHandle:
+        """Create a run (durably) and start executing it.
+
+        Starting again with the same ``run_id`` returns the existing run, as long as the agent
+        and input are the same (``RunConflict`` otherwise).
+        """
+        resolved = self._agent(agent)
+        data = resolved.validate_input(input or {})
+        run = await self._create(NewRun(
+            run_id=run_id or new_run_id(), agent=resolved.name, agent_version=resolved.version,
+            agent_ref=resolved.ref, input=_json.encode(data),
+            tenant=tenant or self.settings.tenant, principal=principal or self.settings.principal,
+            thread_id=thread_id), data)
+        return RunHandle(self, run.run_id, run)
+
+    async def run(self, agent: Agent | str, input: JSONObject | None = None, *,
+                  run_id: str | None = None, thread_id: str | None = None,
+                  tenant: str | None = None, principal: str | None = None) -> JSON:
+        """Start a run and wait for its result (``RunFailed`` if it does not complete)."""
+        handle = await self.start(agent, input, run_id=run_id, thread_id=thread_id,
+                                  tenant=tenant, principal=principal)
+        return await handle.result()
+
+    async def _create(self, new: NewRun, data: JSONObject) -> Run:
+        if not self._open:
+            raise UsageError("the runtime is not open; use `async with Runtime(...) as rt:`")
+        claim_now = len(self._active) < self.settings.max_concurrent_runs
+        created = await self.store.create_run(
+            new, now_ms=self.clock.now_ms(), owner=self.owner if claim_now else None,
+            lease_ms=self._lease_ms)
+        run = created.run
+        if created.claim is None:
+            if run.agent != new.agent or run.input != data:
+                raise RunConflict(run.run_id, f"agent {run.agent!r} and input "
+                                              f"{_json.encode(run.input)}")
+            if not run.status.is_terminal:
+                self._own.add(run.run_id)
+                self._wake()
+            return run
+        self._own.add(run.run_id)
+        self._launch(created.claim, fresh=True)
+        return run
+
+    async def _start_child(self, effect: Effect, request: ChildStart) -> str:
+        parent = effect.scope.run
+        await self._create(NewRun(
+            run_id=request.run_id, agent=request.agent.name, agent_version=request.agent.version,
+            agent_ref=request.agent.ref, input=_json.encode(request.input),
+            tenant=parent.tenant, principal=parent.principal, parent_run_id=parent.run_id),
+            request.input)
+        return request.run_id
+
+    async def signal(self, run_id: str, name: str, data: JSON = None) -> Run:
+        """Deliver a signal to a run (durably); a run waiting for it is resumed."""
+        run = await self.store.send_signal(run_id, name, _json.encode(data),
+                                           now_ms=self.clock.now_ms())
+        self.events.publish(run_id, "signal.sent", {"name": name})
+        if run.status is RunStatus.PENDING:
+            self._own.add(run_id)
+            self._wake()
+        return run
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled", by: str | None = None,
+                     ) -> Run:
+        """Cancel a run that has not ended; an in-flight effect here is interrupted."""
+        run = await self.store.cancel_run(
+            run_id, reason={"code": "run.cancelled", "message": reason,
+                            "by": by or self.settings.principal},
+            now_ms=self.clock.now_ms())
+        scope = self._active.get(run_id)
+        if scope is not None:
+            scope.cancel()
+        self.events.publish(run_id, "run.cancelled", {"reason": reason})
+        self._notify(run)
+        return run
+
+    async def resolve(self, run_id: str, action: str, value: JSON = None) -> Run:
+        """Settle a run in needs_attention: ``retry``, ``skip`` (with ``value``) or ``fail``."""
+        run = await self.store.resolve_run(
+            run_id, action=action, value=None if action != "skip" else _json.encode(value),
+            now_ms=self.clock.now_ms())
+        self._notify(run)
+        if run.status is RunStatus.PENDING:
+            self._own.add(run_id)
+            self._wake()
+        return run
+
+    async def resume(self, run_id: str) -> RunHandle:
+        """Drive this run here when it can go on (a worker-less runtime drives only its own)."""
+        run = await self.get(run_id)
+        if not run.status.is_terminal:
+            self._own.add(run_id)
+            self._wake()
+        return RunHandle(self, run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle to wait on a run started anywhere."""
+        return RunHandle(self, run_id)
+
+    @property
+    def active_runs(self) -> int:
+        """Runs executing in this process now."""
+        return len(self._active)
+
+    async def until_idle(self, *, check_interval: float = 0.05) -> None:
+        """Wait until nothing runs here and the store holds nothing runnable now
+        (what ``tether worker --once`` waits for; runs parked for the future do not count)."""
+        while True:
+            await anyio.sleep(check_interval)
+            if self._active:
+                continue
+            if await self.store.count_runnable(now_ms=self.clock.now_ms()) == 0 and not self._active:
+                return
+            self._wake()
+
+    async def get(self, run_id: str) -> Run:
+        """The run; raises ``RunNotFound`` for an unknown id."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def journal(self, run_id: str) -> list[Record]:
+        """Every committed journal record of a run."""
+        await self.get(run_id)
+        return await self.store.load_journal(run_id)
+
+    async def _wait_for(self, run_id: str, done: Callable[[Run], bool], known: Run | None,
+                        ) -> Run:
+        run = known
+        while True:
+            watch = self._watches.get(run_id)
+            if watch is None:
+                watch = self._watches[run_id] = _Watch()
+            if run is None:
+                run = await self.get(run_id)
+            if done(run):
+                return run
+            # Woken at once by changes made here; other processes' changes are polled.
+            with anyio.move_on_after(self.settings.poll_interval_seconds):
+                await watch.event.wait()
+            run = watch.run
+
+    def _notify(self, run: Run) -> None:
+        watch = self._watches.pop(run.run_id, None)
+        if watch is not None:
+            watch.run = run
+            watch.event.set()
+
+    # -- driving runs ----------------------------------------------------------------------
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_seconds * 1000)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _launch(self, claim: Claim, *, fresh: bool) -> None:
+        assert self._task_group is not None
+        scope = anyio.CancelScope()
+        self._active[claim.run.run_id] = scope
+        self._task_group.start_soon(self._execute, claim, scope, fresh)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._claim_runnable()
+            timeout = self.settings.poll_interval_seconds
+            now = self.clock.now_ms()
+            while self._timers and self._timers[0] <= now:
+                heapq.heappop(self._timers)
+            if self._timers:
+                timeout = min(timeout, (self._timers[0] - now) / 1000 + 0.001)
+            with anyio.move_on_after(timeout):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+
+    async def _claim_runnable(self) -> None:
+        free = self.settings.max_concurrent_runs - len(self._active)
+        if free <= 0:
+            self._backlog = True
+            return
+        run_ids = None if self._worker else sorted(self._own - self._active.keys())
+        if run_ids == []:
+            return
+        claims = await self.store.claim_runs(
+            owner=self.owner, now_ms=self.clock.now_ms(), lease_ms=self._lease_ms, limit=free,
+            owner_is_dead=owner_is_dead, run_ids=run_ids)
+        self._backlog = len(claims) == free
+        for claim in claims:
+            self._launch(claim, fresh=False)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = min(self.settings.poll_interval_seconds, self.settings.lease_seconds / 3)
+        while True:
+            await anyio.sleep(interval)
+            if not self._active:
+                continue
+            lost = await self.store.heartbeat(owner=self.owner, run_ids=list(self._active),
+                                              now_ms=self.clock.now_ms(), lease_ms=self._lease_ms)
+            for run_id in lost:  # cancelled elsewhere, or taken over: stop acting for it
+                scope = self._active.get(run_id)
+                if scope is not None:
+                    scope.cancel()
+
+    async def _execute(self, claim: Claim, cancel_scope: anyio.CancelScope, fresh: bool) -> None:
+        run_id = claim.run.run_id
+        try:
+            with cancel_scope:
+                await self._drive(claim, fresh)
+        finally:
+            self._active.pop(run_id, None)
+            self.store.forget_claim(run_id, claim.fence)
+            if self._backlog:
+                self._wake()
+
+    async def _drive(self, claim: Claim, fresh: bool) -> None:
+        run = claim.run
+        records = [] if fresh else await self.store.load_journal(run.run_id)
+        journal = RunJournal(self.store, run.run_id, claim.fence, records)
+        scope = RunScope(run, journal)
+        try:
+            agent = self._agent_for_run(run)
+        except AgentNotFound as exc:
+            await self._settle(scope, RunStatus.NEEDS_ATTENTION, None,
+                               {**exc.to_json(), "code": "agent.unavailable"})
+            return
+        self.events.publish(run.run_id, "run.started" if fresh else "run.resumed",
+                            {"agent": run.agent, "version": run.agent_version,
+                             "recorded": len(records)})
+        status, result, error = RunStatus.COMPLETED, None, None
+        try:
+            result = await agent.fn(Context(self, scope, agent), **run.input)
+        except Suspended:
+            return
+        except NeedsAttention as exc:
+            status, error = RunStatus.NEEDS_ATTENTION, exc.error
+        except StoreError:
+            return  # the journal refused a write: another worker or the operator has the run
+        except Exception as exc:  # noqa: BLE001 - any agent failure is the run's outcome
+            status, error = RunStatus.FAILED, failure_json(exc)
+        if journal.write_failed is not None:
+            return  # the agent swallowed a refused write; abandon all the same
+        if journal.nondeterminism is not None:
+            status, result, error = (RunStatus.NEEDS_ATTENTION, None,
+                                     journal.nondeterminism.to_json())
+        await self._settle(scope, status, result, error)
+
+    async def _settle(self, scope: RunScope, status: RunStatus, result: Any,
+                      error: JSONObject | None) -> None:
+        run = scope.run
+        result_text = None
+        if status is RunStatus.COMPLETED:
+            try:
+                result_text = _json.encode(result)
+            except (TypeError, ValueError) as exc:
+                status, error = RunStatus.FAILED, {
+                    "code": "agent.bad_result", "type": type(exc).__name__,
+                    "message": f"the agent returned a value that is not JSON: {exc}"}
+        try:
+            await self.store.finish_run(
+                run.run_id, scope.journal.fence, status=status, result=result_text,
+                error=None if error is None else _json.encode(error), now_ms=self.clock.now_ms())
+        except StoreError:
+            return
+        final = dataclasses.replace(
+            run, status=status, error=error,
+            result=None if result_text is None else _json.decode(result_text))
+        self.events.publish(run.run_id, f"run.{status}", {
+            "replayed": scope.journal.replayed, "executed": scope.journal.executed,
+            **({"error": error} if error else {})})
+        if status.is_terminal:
+            self._own.discard(run.run_id)
+        self._notify(final)
+
+    async def _suspend(self, scope: RunScope, *, wake_at_ms: int | None,
+                       waiting_for: str | None) -> bool:
+        """Park the run in the store; False when the awaited signal is already there."""
+        run = scope.run
+        parked = await self.store.suspend_run(
+            run.run_id, scope.journal.fence, wake_at_ms=wake_at_ms, waiting_for=waiting_for,
+            now_ms=self.clock.now_ms())
+        if not parked:
+            return False
+        self.events.publish(run.run_id, "run.waiting",
+                            {"wake_at_ms": wake_at_ms, "waiting_for": waiting_for})
+        if wake_at_ms is not None:
+            heapq.heappush(self._timers, wake_at_ms)
+            self._wake()
+        self._notify(dataclasses.replace(run, status=RunStatus.WAITING, wake_at_ms=wake_at_ms,
+                                         waiting_for=waiting_for))
+        return True

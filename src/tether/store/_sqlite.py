@@ -1,0 +1,478 @@
+"""``SQLiteStore``: the embedded default. One file, WAL, one writer thread with group commit.
+
+Reads run on worker threads over their own read-only connections (WAL lets them read while
+the writer writes). Writes go through ``SQLiteWriter``; see that module for the batching rules.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from tether.config import Durability
+from tether.errors import LeaseLost, RunNotFound, SchemaTooNew, StoreCorrupt, StoreError
+from tether.store._common import (
+    check_resolvable,
+    child_signal,
+    failed_by_operator,
+    refuse_signal_if_ended,
+    resolved_record,
+)
+from tether.store._protocol import (
+    MISSING,
+    Claim,
+    Commit,
+    Created,
+    Missing,
+    NewRun,
+    OwnerIsDead,
+    Record,
+    RecordState,
+)
+from tether.store._sqlite_writer import SQLiteWriter, store_error
+from tether.types import JSONObject, Run, RunStatus
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: "sqlite_0001_init.sql"}
+_RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, result_json, "
+                "error_json, thread_id, parent_run_id, tenant, principal, created_at_ms, "
+                "updated_at_ms, wake_at_ms, waiting_for, owner")
+_RECORD_COLUMNS = ("seq, kind, name, digest, state, value_json, attempts, started_at_ms, "
+                   "finished_at_ms, detail_json")
+_UPSERT_RECORD = (
+    "INSERT INTO journal (run_id, " + _RECORD_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
+    "value_json = excluded.value_json, attempts = excluded.attempts, "
+    "finished_at_ms = excluded.finished_at_ms, detail_json = excluded.detail_json "
+    "WHERE journal.state = 'started'"
+)
+
+
+def _run_from_row(row: tuple[Any, ...]) -> Run:
+    return Run(
+        run_id=row[0], agent=row[1], agent_version=row[2], agent_ref=row[3],
+        input=json.loads(row[4]), status=RunStatus(row[5]),
+        result=None if row[6] is None else json.loads(row[6]),
+        error=None if row[7] is None else json.loads(row[7]),
+        thread_id=row[8], parent_run_id=row[9], tenant=row[10], principal=row[11],
+        created_at_ms=row[12], updated_at_ms=row[13], wake_at_ms=row[14], waiting_for=row[15],
+        owner=row[16],
+    )
+
+
+def _record_row(run_id: str, r: Record) -> tuple[Any, ...]:
+    return (run_id, r.seq, r.kind, r.name, r.digest, r.state, r.value, r.attempts,
+            r.started_at_ms, r.finished_at_ms, r.detail)
+
+
+def _select_run(conn: sqlite3.Connection, run_id: str) -> Run | None:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else _run_from_row(row)
+
+
+def _require_run(conn: sqlite3.Connection, run_id: str) -> Run:
+    run = _select_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def _check_fence(conn: sqlite3.Connection, run_id: str, fence: int) -> None:
+    row = conn.execute("SELECT fence, status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None or row[0] != fence or row[1] != "running":
+        raise LeaseLost(run_id)
+
+
+def _upsert_records(conn: sqlite3.Connection, run_id: str, records: list[Record]) -> None:
+    before = conn.total_changes
+    conn.executemany(_UPSERT_RECORD, [_record_row(run_id, r) for r in records])
+    if conn.total_changes - before != len(records):
+        raise StoreError(f"run {run_id}: a journal record that is already final cannot change")
+
+
+def _deliver(conn: sqlite3.Connection, run_id: str, name: str, data: str | None,
+             now_ms: int) -> None:
+    conn.execute("INSERT INTO signals (run_id, name, data_json, sent_at_ms) VALUES (?,?,?,?)",
+                 (run_id, name, data, now_ms))
+    conn.execute("UPDATE runs SET status = 'pending', wake_at_ms = NULL, waiting_for = NULL, "
+                 "updated_at_ms = ? WHERE run_id = ? AND status = 'waiting' AND waiting_for = ?",
+                 (now_ms, run_id, name))
+
+
+def _settle(conn: sqlite3.Connection, run: Run, status: RunStatus, result: str | None,
+            error: str | None, now_ms: int) -> None:
+    """Write a run's outcome and, for a child run that ended, tell its parent."""
+    finished = now_ms if status.is_terminal else None
+    conn.execute(
+        "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
+        "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, updated_at_ms = ?, "
+        "finished_at_ms = ?, fence = fence + 1 WHERE run_id = ?",
+        (str(status), result, error, now_ms, finished, run.run_id))
+    if run.parent_run_id is not None and status.is_terminal:
+        name, data = child_signal(run.run_id, status, result, error)
+        _deliver(conn, run.parent_run_id, name, data, now_ms)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (``executescript`` would commit early)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
+class SQLiteStore:
+    """The embedded store: a single SQLite file in WAL mode."""
+
+    def __init__(self, path: str | Path, *, durability: Durability = "power",
+                 flush_interval_ms: int = 20, flush_max_records: int = 1024) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._durability = durability
+        self._flush_interval = flush_interval_ms / 1000
+        self._flush_max = flush_max_records
+        self._writer: SQLiteWriter | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        conn = await anyio.to_thread.run_sync(self._open_sync)
+        self._writer = SQLiteWriter(conn, location=self.location,
+                                    flush_interval=self._flush_interval, flush_max=self._flush_max)
+        self._writer.start()
+
+    def _open_sync(self) -> sqlite3.Connection:
+        # Check an existing file read-only first: a file from a newer Tether or a damaged one
+        # must be refused untouched (switching to WAL alone would rewrite its header).
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._inspect_existing()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")  # wait out another process's writer
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = " + ("FULL" if self._durability == "power"
+                                                    else "NORMAL"))
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.location) from None
+        return conn
+
+    def _inspect_existing(self) -> None:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.location) from None
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(
+                f"{self.location} is not a Tether database or is damaged ({exc}); the file was "
+                "not modified: restore it from a backup, or point --db at another file") from None
+        finally:
+            conn.close()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(self.location, version, SCHEMA_VERSION)
+        if tables and "runs" not in tables:
+            raise StoreCorrupt(f"{self.location} is an SQLite database of something else (tables: "
+                               f"{', '.join(sorted(tables))}); the file was not modified")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(self.location, version, SCHEMA_VERSION)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                script = (resources.files("tether.store.migrations") / MIGRATIONS[target]
+                          ).read_text(encoding="utf-8")
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await anyio.to_thread.run_sync(writer.close)
+            writer_conn = writer._conn
+            writer_conn.close()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _write(self, apply: Callable[[sqlite3.Connection], T], run_key: tuple[str, int] | None = None,
+               ) -> Awaitable[T]:
+        if self._writer is None:
+            raise StoreError(f"{self.location} is not open")
+        future = self._writer.submit(apply, Commit.WAIT, run_key)
+        assert future is not None
+        return future
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            try:
+                return query(self._reader())
+            except sqlite3.Error as exc:
+                raise store_error(exc, self.location) from None
+        return await anyio.to_thread.run_sync(run)
+
+    def forget_claim(self, run_id: str, fence: int) -> None:
+        if self._writer is not None:
+            self._writer.forget((run_id, fence))
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed so far (group commit makes this far below the writes)."""
+        return 0 if self._writer is None else self._writer.batches
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun, *, now_ms: int, owner: str | None,
+                         lease_ms: int) -> Created:
+        def apply(conn: sqlite3.Connection) -> Created:
+            existing = _select_run(conn, new.run_id)
+            if existing is not None:
+                return Created(existing, None)
+            status = RunStatus.RUNNING if owner else RunStatus.PENDING
+            fence = 1 if owner else 0
+            conn.execute(
+                "INSERT INTO runs (run_id, agent, agent_version, agent_ref, input_json, status, "
+                "thread_id, parent_run_id, tenant, principal, owner, fence, lease_expires_at_ms, "
+                "created_at_ms, updated_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input, str(status),
+                 new.thread_id, new.parent_run_id, new.tenant, new.principal, owner, fence,
+                 now_ms + lease_ms if owner else 0, now_ms, now_ms))
+            run = _require_run(conn, new.run_id)
+            return Created(run, Claim(run, fence) if owner else None)
+        return await self._write(apply)
+
+    async def claim_runs(self, *, owner: str, now_ms: int, lease_ms: int, limit: int,
+                         owner_is_dead: OwnerIsDead, run_ids: list[str] | None = None,
+                         ) -> list[Claim]:
+        def apply(conn: sqlite3.Connection) -> list[Claim]:
+            claimable = (
+                "((status = 'pending' AND (owner IS NULL OR lease_expires_at_ms < :now)) "
+                " OR (status = 'waiting' AND wake_at_ms <= :now) "
+                " OR (status = 'running' AND lease_expires_at_ms < :now))")
+            params: dict[str, Any] = {"now": now_ms, "limit": limit, "me": owner}
+            if run_ids is not None:
+                marks = ",".join(f":id{i}" for i in range(len(run_ids)))
+                params.update({f"id{i}": run_id for i, run_id in enumerate(run_ids)})
+                where = f"run_id IN ({marks}) AND {claimable}"
+            else:
+                where = claimable
+            rows = conn.execute(f"SELECT run_id, fence FROM runs WHERE {where} "
+                                "ORDER BY updated_at_ms LIMIT :limit", params).fetchall()
+            if len(rows) < limit:
+                # Runs of a worker on this host that died hold an unexpired lease; take them now.
+                others = [row[0] for row in conn.execute(
+                    "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND owner != ? "
+                    "AND status IN ('running', 'pending')", (owner,))]
+                for dead in filter(owner_is_dead, others):
+                    rows += conn.execute(
+                        "SELECT run_id, fence FROM runs WHERE owner = ? AND status IN "
+                        "('running', 'pending') LIMIT ?", (dead, limit - len(rows))).fetchall()
+                if run_ids is not None:
+                    rows = [row for row in rows if row[0] in set(run_ids)]
+            claims = []
+            for run_id, fence in rows[:limit]:
+                changed = conn.execute(
+                    "UPDATE runs SET status = 'running', owner = ?, fence = fence + 1, "
+                    "lease_expires_at_ms = ?, wake_at_ms = NULL, updated_at_ms = ? "
+                    "WHERE run_id = ? AND fence = ?",
+                    (owner, now_ms + lease_ms, now_ms, run_id, fence)).rowcount
+                if changed:
+                    claims.append(Claim(_require_run(conn, run_id), fence + 1))
+            return claims
+        return await self._write(apply)
+
+    async def heartbeat(self, *, owner: str, run_ids: list[str], now_ms: int,
+                        lease_ms: int) -> list[str]:
+        ids = json.dumps(run_ids)
+
+        def apply(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("UPDATE runs SET lease_expires_at_ms = ? WHERE owner = ? AND status = "
+                         "'running' AND run_id IN (SELECT value FROM json_each(?))",
+                         (now_ms + lease_ms, owner, ids))
+            held = {row[0] for row in conn.execute(
+                "SELECT run_id FROM runs WHERE owner = ? AND status = 'running' AND run_id IN "
+                "(SELECT value FROM json_each(?))", (owner, ids))}
+            return [run_id for run_id in run_ids if run_id not in held]
+        return await self._write(apply)
+
+    async def release(self, *, owner: str) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE runs SET owner = NULL, lease_expires_at_ms = 0 WHERE owner = ?",
+                         (owner,))
+        await self._write(apply)
+
+    async def finish_run(self, run_id: str, fence: int, *, status: RunStatus,
+                         result: str | None, error: str | None, now_ms: int) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, run_id, fence)
+            _settle(conn, _require_run(conn, run_id), status, result, error, now_ms)
+        await self._write(apply, (run_id, fence))
+
+    async def suspend_run(self, run_id: str, fence: int, *, wake_at_ms: int | None,
+                          waiting_for: str | None, now_ms: int) -> bool:
+        def apply(conn: sqlite3.Connection) -> bool:
+            _check_fence(conn, run_id, fence)
+            if waiting_for is not None and conn.execute(
+                    "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL",
+                    (run_id, waiting_for)).fetchone():
+                return False
+            conn.execute(
+                "UPDATE runs SET status = 'waiting', owner = NULL, lease_expires_at_ms = 0, "
+                "wake_at_ms = ?, waiting_for = ?, updated_at_ms = ?, fence = fence + 1 "
+                "WHERE run_id = ?", (wake_at_ms, waiting_for, now_ms, run_id))
+            return True
+        return await self._write(apply, (run_id, fence))
+
+    async def cancel_run(self, run_id: str, *, reason: JSONObject, now_ms: int) -> Run:
+        def apply(conn: sqlite3.Connection) -> Run:
+            run = _require_run(conn, run_id)
+            if not run.status.is_terminal:
+                _settle(conn, run, RunStatus.CANCELLED, None, json.dumps(reason), now_ms)
+            return _require_run(conn, run_id)
+        return await self._write(apply)
+
+    async def resolve_run(self, run_id: str, *, action: str, value: str | None,
+                          now_ms: int) -> Run:
+        def apply(conn: sqlite3.Connection) -> Run:
+            run = _require_run(conn, run_id)
+            row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM journal WHERE run_id = ? AND "
+                               "state = 'started' AND kind = 'tool' ORDER BY seq LIMIT 1",
+                               (run_id,)).fetchone()
+            uncertain = None if row is None else Record(*row)
+            check_resolvable(run, action, uncertain)
+            if action == "fail":
+                _settle(conn, run, RunStatus.FAILED, None, failed_by_operator(run), now_ms)
+            else:
+                if uncertain is not None:
+                    record = resolved_record(uncertain, action, value, now_ms)
+                    conn.execute("UPDATE journal SET state = ?, value_json = ?, finished_at_ms = ?,"
+                                 " detail_json = ? WHERE run_id = ? AND seq = ?",
+                                 (record.state, record.value, record.finished_at_ms, record.detail,
+                                  run_id, record.seq))
+                conn.execute("UPDATE runs SET status = 'pending', error_json = NULL, "
+                             "updated_at_ms = ? WHERE run_id = ?", (now_ms, run_id))
+            return _require_run(conn, run_id)
+        return await self._write(apply)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        return await self._read(lambda conn: _select_run(conn, run_id))
+
+    async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
+                        agent: str | None = None) -> list[Run]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(str(status))
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = (f"SELECT {_RUN_COLUMNS} FROM runs {where} "
+               "ORDER BY created_at_ms DESC, run_id DESC LIMIT ?")
+        rows = await self._read(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
+        return [_run_from_row(row) for row in rows]
+
+    async def next_wake_ms(self) -> int | None:
+        row = await self._read(lambda conn: conn.execute(
+            "SELECT min(wake_at_ms) FROM runs WHERE status = 'waiting'").fetchone())
+        return None if row is None else row[0]
+
+    async def count_runnable(self, *, now_ms: int) -> int:
+        row = await self._read(lambda conn: conn.execute(
+            "SELECT count(*) FROM runs WHERE status IN ('pending', 'running') "
+            "OR (status = 'waiting' AND wake_at_ms <= ?)", (now_ms,)).fetchone())
+        return int(row[0])
+
+    # -- journal ---------------------------------------------------------------------------
+
+    def append(self, run_id: str, fence: int, records: list[Record], commit: Commit,
+               ) -> Awaitable[None] | None:
+        if self._writer is None:
+            raise StoreError(f"{self.location} is not open")
+
+        def apply(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, run_id, fence)
+            _upsert_records(conn, run_id, records)
+        return self._writer.submit(apply, commit, (run_id, fence))
+
+    async def load_journal(self, run_id: str) -> list[Record]:
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM journal WHERE run_id = ? ORDER BY seq",
+            (run_id,)).fetchall())
+        return [Record(*row) for row in rows]
+
+    async def load_thread(self, thread_id: str) -> list[JSONObject]:
+        rows = await self._read(lambda conn: conn.execute(
+            "SELECT j.value_json FROM journal j JOIN runs r ON r.run_id = j.run_id "
+            "WHERE r.thread_id = ? AND r.status = 'completed' AND j.kind = 'thread' "
+            "AND j.state = 'ok' ORDER BY r.finished_at_ms, r.run_id, j.seq",
+            (thread_id,)).fetchall())
+        return [message for (value,) in rows for message in json.loads(value)]
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def send_signal(self, run_id: str, name: str, data: str | None, *, now_ms: int) -> Run:
+        def apply(conn: sqlite3.Connection) -> Run:
+            refuse_signal_if_ended(_require_run(conn, run_id))
+            _deliver(conn, run_id, name, data, now_ms)
+            return _require_run(conn, run_id)
+        return await self._write(apply)
+
+    async def take_signal(self, run_id: str, fence: int, name: str, record: Record,
+                          ) -> str | Missing:
+        def apply(conn: sqlite3.Connection) -> str | Missing:
+            _check_fence(conn, run_id, fence)
+            row = conn.execute("SELECT signal_id, data_json FROM signals WHERE run_id = ? AND "
+                               "name = ? AND consumed_seq IS NULL ORDER BY signal_id LIMIT 1",
+                               (run_id, name)).fetchone()
+            if row is None:
+                return MISSING
+            conn.execute("UPDATE signals SET consumed_seq = ? WHERE signal_id = ?",
+                         (record.seq, row[0]))
+            record.state, record.value = RecordState.OK, row[1] if row[1] is not None else "null"
+            _upsert_records(conn, run_id, [record])
+            return record.value
+        return await self._write(apply, (run_id, fence))

@@ -1,0 +1,12 @@
+"""Tools: typed Python functions an agent (or a model) may call.
+
+Layout: ``_tool.py`` (the ``@tool`` decorator, ``Tool``, ``Retry``, ``ToolContext``),
+``_schema.py`` (JSON schema and argument validation from type hints), ``_invoke.py`` (one call:
+timeout, retries with backoff and jitter, concurrency cap). Tools know nothing of journals;
+the runtime wraps each call in a journal step.
+"""
+
+from tether.tools._invoke import invoke
+from tether.tools._tool import Retry, Tool, ToolContext, tool
+
+__all__ = ["Retry", "Tool", "ToolContext", "invoke", "tool"]

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
+
+import anyio
+
+from tether.errors import TetherError, ToolError, ToolTimeout
+from tether.tools._tool import Tool, ToolContext
+
+OnRetry = Callable[[int, ToolError, float], Awaitable[None]]
+"""Called after failed attempt ``n`` with its error and the delay before the next one."""
+
+
+async def _attempt(tool: Tool, kwargs: dict[str, Any]) -> Any:
+    if tool.is_async:
+        return await tool.fn(**kwargs)
+    # A sync tool runs in a thread so it cannot block the event loop. On timeout the thread is
+    # abandoned (Python cannot kill a thread); hard limits are the sandbox's job.
+    return await anyio.to_thread.run_sync(functools.partial(tool.fn, **kwargs),
+                                          abandon_on_cancel=True)
+
+
+def as_tool_error(tool: Tool, exc: Exception, attempts: int) -> ToolError:
+    """Any exception a tool raised, as the ``ToolError`` the agent (and journal) sees."""
+    if isinstance(exc, ToolError):
+        exc.attempts = attempts
+        return exc
+    if isinstance(exc, TetherError):
+        return ToolError(tool.name, exc.message, error_type=type(exc).__name__, attempts=attempts)
+    return ToolError(tool.name, f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__,
+                     attempts=attempts)
+
+
+def _retryable(tool: Tool, exc: Exception) -> bool:
+    if isinstance(exc, TetherError) and not exc.retryable:
+        return False
+    return isinstance(exc, tool.retry.retry_on)
+
+
+async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
+                 first_attempt: int, sleep: Callable[[float], Awaitable[None]],
+                 on_retry: OnRetry, limiter: anyio.CapacityLimiter | None = None) -> Any:
+    """Call a tool until it succeeds or its retry policy gives up.
+
+    Args:
+        kwargs: validated arguments (the ``ToolContext`` parameter is added here).
+        first_attempt: 1, or more when a crash interrupted earlier attempts of this call.
+        sleep: how to wait between attempts (a fake clock's in tests).
+        on_retry: told of each failed attempt that will be retried.
+        limiter: the tool's concurrency cap in this process, if it has one.
+
+    Raises:
+        ToolError: the last attempt's failure (``ToolTimeout`` when it ran out of time).
+    """
+    attempt = first_attempt
+    while True:
+        if tool.context_param is not None:
+            kwargs[tool.context_param] = ToolContext(run_id, seq, attempt, f"{run_id}:{seq}",
+                                                     tool.name)
+        guard: AbstractAsyncContextManager[Any] = limiter if limiter is not None else nullcontext()
+        try:
+            async with guard:
+                if tool.timeout is None:
+                    return await _attempt(tool, kwargs)
+                try:
+                    with anyio.fail_after(tool.timeout):
+                        return await _attempt(tool, kwargs)
+                except TimeoutError:
+                    raise ToolTimeout(tool.name, f"{tool.name} did not finish within "
+                                                 f"{tool.timeout:g} s") from None
+        except Exception as exc:
+            error = as_tool_error(tool, exc, attempt)
+            # max_attempts counts attempts across crashes too; a call resumed after a crash
+            # during its last attempt still gets that one attempt.
+            if attempt >= max(tool.retry.max_attempts, first_attempt) or not _retryable(tool, exc):
+                raise error from exc
+            delay = tool.retry.delay_after(attempt)
+            await on_retry(attempt, error, delay)
+            await sleep(delay)
+            attempt += 1

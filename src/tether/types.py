@@ -1,0 +1,139 @@
+"""Plain value types shared by every layer: JSON, run status, model replies, runs.
+
+Standard library only: every other module may import this one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NewType, TypeAlias
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
+
+JSONObject: TypeAlias = dict[str, Any]
+"""A decoded JSON object whose values are JSON (kept loose for ergonomics at call sites)."""
+
+RunId = NewType("RunId", str)
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. ``waiting`` and ``needs_attention`` hold no memory."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    @property
+    def is_settled(self) -> bool:
+        """Terminal, or parked until something outside the run acts (a timer, a signal, a person)."""
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a model call consumed, as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def to_json(self) -> JSONObject:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_read_tokens": self.cache_read_tokens,
+                "cache_write_tokens": self.cache_write_tokens}
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> Usage:
+        return cls(**{k: int(data.get(k, 0)) for k in
+                      ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A model's request to call one tool. ``id`` pairs the call with its result message."""
+
+    name: str
+    args: JSONObject = field(default_factory=dict)
+    id: str = ""
+
+    def to_json(self) -> JSONObject:
+        return {"name": self.name, "args": self.args, "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What ``ctx.llm`` returns: text and/or tool calls, and the usage of the call."""
+
+    text: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+    def to_json(self) -> JSONObject:
+        return {"text": self.text, "tool_calls": [c.to_json() for c in self.tool_calls],
+                "usage": self.usage.to_json()}
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> Reply:
+        return cls(
+            text=data.get("text"),
+            tool_calls=[ToolCall(c["name"], c.get("args") or {}, c.get("id", ""))
+                        for c in data.get("tool_calls") or []],
+            usage=Usage.from_json(data.get("usage") or {}),
+        )
+
+    def to_message(self) -> JSONObject:
+        """The reply as an OpenAI-style assistant message, to append to the conversation."""
+        message: JSONObject = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": json.dumps(c.args)}}
+                for c in self.tool_calls
+            ]
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One invocation of an agent, as the store holds it."""
+
+    run_id: str
+    agent: str
+    agent_version: str
+    agent_ref: str
+    input: JSONObject
+    status: RunStatus
+    result: JSON = None
+    error: JSONObject | None = None
+    thread_id: str | None = None
+    parent_run_id: str | None = None
+    tenant: str = "default"
+    principal: str = "default"
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    wake_at_ms: int | None = None
+    waiting_for: str | None = None
+    owner: str | None = None
+
+    def to_json(self) -> JSONObject:
+        return {
+            "run_id": self.run_id, "agent": self.agent, "agent_version": self.agent_version,
+            "agent_ref": self.agent_ref, "input": self.input, "status": str(self.status),
+            "result": self.result, "error": self.error, "thread_id": self.thread_id,
+            "parent_run_id": self.parent_run_id, "tenant": self.tenant,
+            "principal": self.principal, "created_at_ms": self.created_at_ms,
+            "updated_at_ms": self.updated_at_ms, "wake_at_ms": self.wake_at_ms,
+            "waiting_for": self.waiting_for, "owner": self.owner,
+        }
