@@ -16,7 +16,8 @@ def add(a: int, b: int) -> int:
 
 @tether.agent(tools=[add])
 async def adder(ctx: tether.Context, a: int, b: int) -> int:
-    return await ctx.tool("add", {"a": a, "b": b})
+    total: int = await ctx.tool("add", {"a": a, "b": b})
+    return total
 
 
 async def test_run_returns_the_agent_result(runtime: tether.Runtime) -> None:
