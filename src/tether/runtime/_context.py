@@ -205,7 +205,7 @@ class Context:
         digest = _json.digest([signal, timeout_seconds])
         record = self._journal.lookup(seq, "wait", signal, digest)
         if record is not None and record.state == RecordState.OK:
-            return _json.decode(record.value or "null")  # type: ignore[no-any-return]
+            return _json.decode(record.value or "null")
         if record is not None and record.state == RecordState.ERROR:
             raise error_from_json(_json.decode(record.value or "{}"))
         if record is None:
