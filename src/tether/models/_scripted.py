@@ -1,8 +1,7 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-
-import anyio
 
 from tether.errors import ModelError
 from tether.models._protocol import ModelRequest, ToolSpec
@@ -32,8 +31,9 @@ class ScriptedModel:
         self.calls = 0  # live calls served by this object, for tests and the demo
 
     async def complete(self, request: ModelRequest) -> Reply:
+        """The scripted reply for this call (after ``latency`` seconds)."""
         if self.latency > 0:
-            await anyio.sleep(self.latency)
+            await asyncio.sleep(self.latency)  # anyio.sleep costs a backend lookup per call
         self.calls += 1
         if callable(self._script):
             reply = self._script(request.messages, request.tools)

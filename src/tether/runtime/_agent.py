@@ -137,6 +137,9 @@ def load_agent(ref: str) -> Agent:
     except ImportError as exc:
         raise AgentNotFound(f"cannot import module {module_name!r} for agent {ref!r}: {exc}"
                             ) from None
+    except Exception as exc:  # noqa: BLE001 - the module's own code failed while importing
+        raise AgentNotFound(f"importing module {module_name!r} for agent {ref!r} failed: "
+                            f"{type(exc).__name__}: {exc}") from None
     for part in attribute.split("."):
         target = getattr(target, part, None)
         if target is None:

@@ -7,10 +7,11 @@ calls in argument order on every run and every replay, whatever order they finis
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import random
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
+from random import Random
 from typing import TYPE_CHECKING, Any
 
 from tether import _json
@@ -71,11 +72,11 @@ class Context:
         self.thread_id = run.thread_id
         self.tenant = run.tenant
         self.principal = run.principal
-        # Seeded by the run id: the same numbers on every replay, different ones per run.
-        self._rng = random.Random(run.run_id)  # noqa: S311 - determinism, not secrecy
+        self._rng: Random | None = None
 
     @property
     def agent(self) -> Agent:
+        """The agent this run executes."""
         return self._agent
 
     @property
@@ -189,8 +190,9 @@ class Context:
             raise Suspended
         if remaining > 0:
             await clock.sleep(remaining)
-        record.state, record.finished_at_ms = RecordState.OK, clock.now_ms()
-        self._journal.write(record, Commit.LAZY)
+        # A new record, not the one written above: a store may still hold that one queued.
+        self._journal.write(dataclasses.replace(record, state=RecordState.OK,
+                                                finished_at_ms=clock.now_ms()), Commit.LAZY)
 
     def wait(self, signal: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
         """Wait durably for a signal (``Runtime.signal`` / ``tether signal``); returns its data.
@@ -223,9 +225,9 @@ class Context:
                 return _json.decode(data)  # type: ignore[arg-type]
             if deadline is not None and clock.now_ms() >= deadline:
                 error = WaitTimeout(signal, timeout_seconds or 0)
-                record.state, record.value = RecordState.ERROR, _json.encode(error.to_json())
-                record.finished_at_ms = clock.now_ms()
-                self._journal.write(record, Commit.LAZY)
+                self._journal.write(dataclasses.replace(
+                    record, state=RecordState.ERROR, value=_json.encode(error.to_json()),
+                    finished_at_ms=clock.now_ms()), Commit.LAZY)
                 raise error
             self._journal.write(record, Commit.LAZY)
             if await self._runtime._suspend(self._scope, wake_at_ms=deadline,
@@ -246,11 +248,18 @@ class Context:
 
     def uuid(self) -> uuid.UUID:
         """A random UUID (version 4) that is the same on replay. Not for secrets."""
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self._seeded().getrandbits(128), version=4)
 
     def random(self) -> float:
         """A float in [0, 1) that is the same on replay. Not for secrets."""
-        return self._rng.random()
+        return self._seeded().random()
+
+    def _seeded(self) -> Random:
+        # Seeded by the run id: the same numbers on every replay, different ones per run.
+        # Made on first use: seeding costs more than a whole journaled step.
+        if self._rng is None:
+            self._rng = Random(self.run_id)  # noqa: S311 - determinism, not secrecy
+        return self._rng
 
     # -- child runs and threads ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class Event:
     data: JSONObject = field(default_factory=dict)
 
     def to_json(self) -> JSONObject:
+        """The event as a JSON object (what the HTTP stream sends)."""
         return {"id": self.id, "run_id": self.run_id, "type": self.type, "at_ms": self.at_ms,
                 "data": self.data}
 

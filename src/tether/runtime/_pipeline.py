@@ -16,7 +16,7 @@ outcome, so a replay sees the same refusal even if policies changed in between.
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,7 +76,7 @@ class Effect:
     def record(self, state: str, value: str | None, finished_at_ms: int | None) -> Record:
         return Record(self.seq, self.kind, self.name, self.digest, state, value,
                       max(self.attempts, 1), self.started_at_ms, finished_at_ms,
-                      json.dumps(self.detail, separators=(",", ":")) if self.detail else None)
+                      _json.encode(self.detail) if self.detail else None)
 
 
 Handler = Callable[[Effect], Awaitable[Any]]
@@ -90,14 +90,9 @@ def build_pipeline(stages: Sequence[Stage], executor: Handler) -> Handler:
     """Chain the stages, first to last, in front of the executor."""
     handler = executor
     for stage in reversed(stages):
-        handler = _link(stage, handler)
+        # A partial, not a wrapper coroutine: one frame less per stage on every effect.
+        handler = functools.partial(stage.__call__, call_next=handler)
     return handler
-
-
-def _link(stage: Stage, call_next: Handler) -> Handler:
-    async def handle(effect: Effect) -> Any:
-        return await stage(effect, call_next)
-    return handle
 
 
 def effect_error(effect: Effect, message: str, error_type: str) -> TetherError:
@@ -136,6 +131,8 @@ class JournalStage:
                                "`tether resolve RUN_ID --retry | --skip-with JSON | --fail`"})
             effect.attempts, effect.intent_recorded, effect.resumed = record.attempts, True, True
             effect.started_at_ms = record.started_at_ms
+            if resolution is not None:  # keep the operator's decision on the record
+                effect.detail["resolution"] = resolution
         journal.executed += 1
         if not effect.started_at_ms:
             effect.started_at_ms = self._clock.now_ms()

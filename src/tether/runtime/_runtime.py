@@ -13,7 +13,10 @@ memory here: only a row in the store (and, for a timer, a number in a heap).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import gc
 import heapq
 import traceback
 import uuid
@@ -71,22 +74,30 @@ def failure_json(exc: BaseException) -> JSONObject:
 
 
 class _Watch:
-    """Wakes callers waiting on one run; carries the run's new state when this process knows it."""
+    """Wakes callers waiting on one run; carries the run's new state when this process knows it.
+
+    Plain asyncio (not anyio) here and in ``_wait_for``: every run has a waiter, and anyio
+    looks the event-loop backend up on each call, which showed up at 10% of CPU in B2.
+    """
 
     __slots__ = ("event", "run")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.event = asyncio.Event()
         self.run: Run | None = None
 
 
 class RunHandle:
     """A started run. ``await handle.result()`` waits for it to end."""
 
-    def __init__(self, runtime: Runtime, run_id: str, run: Run | None = None) -> None:
+    def __init__(self, runtime: Runtime, run_id: str, run: Run | None = None,
+                 watch: _Watch | None = None) -> None:
         self._runtime = runtime
         self.run_id = run_id
+        # The run as created, and a watch registered at the same moment: the first wait needs
+        # no store read and cannot miss a change made in between. Both are used once.
         self._known = run
+        self._watch = watch
 
     async def status(self) -> Run:
         """The run as the store holds it now."""
@@ -94,18 +105,19 @@ class RunHandle:
 
     async def settled(self) -> Run:
         """Wait until the run is no longer pending or running (it may be waiting)."""
-        return await self._runtime._wait_for(
-            self.run_id, lambda run: run.status.is_settled, self._known)
+        return await self._wait(lambda run: run.status.is_settled)
 
     async def result(self) -> JSON:
         """Wait until the run ends; its result, or ``RunFailed`` (also for needs_attention)."""
-        run = await self._runtime._wait_for(
-            self.run_id,
-            lambda run: run.status.is_terminal or run.status is RunStatus.NEEDS_ATTENTION,
-            self._known)
+        run = await self._wait(
+            lambda run: run.status.is_terminal or run.status is RunStatus.NEEDS_ATTENTION)
         if run.status is not RunStatus.COMPLETED:
             raise RunFailed(run.run_id, str(run.status), run.error)
         return run.result
+
+    async def _wait(self, done: Callable[[Run], bool]) -> Run:
+        known, watch, self._known, self._watch = self._known, self._watch, None, None
+        return await self._runtime._wait_for(self.run_id, done, known, watch)
 
 
 class Runtime:
@@ -154,11 +166,13 @@ class Runtime:
         self._backlog = False
         self._task_group: anyio.abc.TaskGroup | None = None
         self._open = False
+        self._gc_restore: tuple[int, int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
+        self._tune_gc()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._open = True
@@ -174,7 +188,9 @@ class Runtime:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         try:
-            await self._task_group.__aexit__(exc_type, exc, tb)
+            # Not handed the body's exception: the task group would wrap it in an
+            # ExceptionGroup, and callers should see the error they raised (or we raised).
+            await self._task_group.__aexit__(None, None, None)
         finally:
             # Hand our runs back at once so the next worker need not wait for our lease.
             with anyio.CancelScope(shield=True):
@@ -182,6 +198,24 @@ class Runtime:
                     await self.store.release(owner=self.owner)
                 finally:
                     await self.store.aclose()
+                    self._restore_gc()
+
+    def _tune_gc(self) -> None:
+        """Collect garbage less often while runs are in flight (see ``Settings.gc_threshold``)."""
+        current = gc.get_threshold()
+        wanted = self.settings.gc_threshold
+        if wanted and wanted > current[0]:
+            self._gc_restore = current
+            # Most objects that survive a young collection are the state of runs in flight,
+            # which lives as long as the run; scanning them again in generation 1 every ten
+            # young collections cost more than everything else the collector did in B2.
+            gc.set_threshold(wanted, max(current[1], 100), current[2])
+
+    def _restore_gc(self) -> None:
+        # Only undo our own change: another runtime in this process may have set it since.
+        if self._gc_restore is not None and gc.get_threshold()[0] == self.settings.gc_threshold:
+            gc.set_threshold(*self._gc_restore)
+        self._gc_restore = None
 
     # -- registry --------------------------------------------------------------------------
 
@@ -227,7 +261,8 @@ class Runtime:
         except AgentNotFound as exc:
             raise AgentNotFound(
                 f"run {run.run_id} needs agent {run.agent} version {run.agent_version}, which "
-                f"this worker cannot load ({exc.message})") from None
+                f"this worker cannot load ({exc.message}). Run it where that version is "
+                f"registered, or settle the run: `tether resolve {run.run_id} --fail`") from None
         if loaded.name == run.agent and loaded.version == run.agent_version:
             return self._register(loaded)
         raise AgentNotFound(
@@ -252,7 +287,7 @@ class Runtime:
             agent_ref=resolved.ref, input=_json.encode(data),
             tenant=tenant or self.settings.tenant, principal=principal or self.settings.principal,
             thread_id=thread_id), data)
-        return RunHandle(self, run.run_id, run)
+        return RunHandle(self, run.run_id, run, self._watch(run.run_id))
 
     async def run(self, agent: Agent | str, input: JSONObject | None = None, *,
                   run_id: str | None = None, thread_id: str | None = None,
@@ -308,6 +343,8 @@ class Runtime:
             run_id, reason={"code": "run.cancelled", "message": reason,
                             "by": by or self.settings.principal},
             now_ms=self.clock.now_ms())
+        if run.status is not RunStatus.CANCELLED:
+            return run  # it had ended already: cancelling changes nothing
         scope = self._active.get(run_id)
         if scope is not None:
             scope.cancel()
@@ -367,20 +404,31 @@ class Runtime:
         return await self.store.load_journal(run_id)
 
     async def _wait_for(self, run_id: str, done: Callable[[Run], bool], known: Run | None,
-                        ) -> Run:
-        run = known
+                        watch: _Watch | None = None) -> Run:
+        """Wait until ``done(run)``. ``known`` may be trusted only with the ``watch`` that was
+        registered when it was read; without them the store is read first."""
+        run = known if watch is not None else None
         while True:
-            watch = self._watches.get(run_id)
             if watch is None:
-                watch = self._watches[run_id] = _Watch()
+                watch = self._watch(run_id)
             if run is None:
                 run = await self.get(run_id)
             if done(run):
                 return run
-            # Woken at once by changes made here; other processes' changes are polled.
-            with anyio.move_on_after(self.settings.poll_interval_seconds):
-                await watch.event.wait()
-            run = watch.run
+            # A run driven here wakes its waiters itself, so polling it is only a safety net;
+            # a run driven by another process is polled at the usual interval.
+            timeout = (self.settings.lease_seconds if run_id in self._active
+                       else self.settings.poll_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await watch.event.wait()
+            run, watch = watch.run, None
+
+    def _watch(self, run_id: str) -> _Watch:
+        watch = self._watches.get(run_id)
+        if watch is None:
+            watch = self._watches[run_id] = _Watch()
+        return watch
 
     def _notify(self, run: Run) -> None:
         watch = self._watches.pop(run.run_id, None)
@@ -498,15 +546,17 @@ class Runtime:
                 status, error = RunStatus.FAILED, {
                     "code": "agent.bad_result", "type": type(exc).__name__,
                     "message": f"the agent returned a value that is not JSON: {exc}"}
+        now_ms = self.clock.now_ms()
         try:
             await self.store.finish_run(
                 run.run_id, scope.journal.fence, status=status, result=result_text,
-                error=None if error is None else _json.encode(error), now_ms=self.clock.now_ms())
+                error=None if error is None else _json.encode(error), now_ms=now_ms)
         except StoreError:
             return
+        # What the store now holds (settling releases the run and clears its timer).
         final = dataclasses.replace(
-            run, status=status, error=error,
-            result=None if result_text is None else _json.decode(result_text))
+            run, status=status, error=error, owner=None, updated_at_ms=now_ms, wake_at_ms=None,
+            waiting_for=None, result=None if result_text is None else _json.decode(result_text))
         self.events.publish(run.run_id, f"run.{status}", {
             "replayed": scope.journal.replayed, "executed": scope.journal.executed,
             **({"error": error} if error else {})})
@@ -518,9 +568,10 @@ class Runtime:
                        waiting_for: str | None) -> bool:
         """Park the run in the store; False when the awaited signal is already there."""
         run = scope.run
+        now_ms = self.clock.now_ms()
         parked = await self.store.suspend_run(
             run.run_id, scope.journal.fence, wake_at_ms=wake_at_ms, waiting_for=waiting_for,
-            now_ms=self.clock.now_ms())
+            now_ms=now_ms)
         if not parked:
             return False
         self.events.publish(run.run_id, "run.waiting",
@@ -529,5 +580,6 @@ class Runtime:
             heapq.heappush(self._timers, wake_at_ms)
             self._wake()
         self._notify(dataclasses.replace(run, status=RunStatus.WAITING, wake_at_ms=wake_at_ms,
-                                         waiting_for=waiting_for))
+                                         waiting_for=waiting_for, owner=None,
+                                         updated_at_ms=now_ms))
         return True

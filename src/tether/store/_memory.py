@@ -221,13 +221,14 @@ class MemoryStore:
         return _done() if commit is Commit.WAIT else None
 
     def _upsert(self, row: _Row, records: list[Record]) -> None:
+        staged: dict[int, Record] = {}  # a seq may appear twice in one append (intent, outcome)
         for record in records:
-            current = row.journal.get(record.seq)
+            current = staged.get(record.seq) or row.journal.get(record.seq)
             if current is not None and current.state != RecordState.STARTED:
                 raise StoreError(f"run {row.run.run_id}: a journal record that is already final "
                                  "cannot change")
-        for record in records:
-            row.journal[record.seq] = replace(record)
+            staged[record.seq] = record
+        row.journal.update(staged)  # callers never mutate a record they wrote
 
     async def load_journal(self, run_id: str) -> list[Record]:
         row = self._rows.get(run_id)

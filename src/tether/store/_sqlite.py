@@ -36,7 +36,7 @@ from tether.store._protocol import (
     Record,
     RecordState,
 )
-from tether.store._sqlite_writer import SQLiteWriter, store_error
+from tether.store._sqlite_writer import Appends, SQLiteWriter, store_error
 from tether.types import JSONObject, Run, RunStatus
 
 T = TypeVar("T")
@@ -93,10 +93,34 @@ def _check_fence(conn: sqlite3.Connection, run_id: str, fence: int) -> None:
 
 
 def _upsert_records(conn: sqlite3.Connection, run_id: str, records: list[Record]) -> None:
+    _upsert_rows(conn, run_id, [_record_row(run_id, r) for r in records])
+
+
+def _upsert_rows(conn: sqlite3.Connection, run_id: str, rows: list[tuple[Any, ...]]) -> None:
     before = conn.total_changes
-    conn.executemany(_UPSERT_RECORD, [_record_row(run_id, r) for r in records])
-    if conn.total_changes - before != len(records):
+    conn.executemany(_UPSERT_RECORD, rows)
+    if conn.total_changes - before != len(rows):
         raise StoreError(f"run {run_id}: a journal record that is already final cannot change")
+
+
+def _append_checked(conn: sqlite3.Connection, run_key: tuple[str, int],
+                    rows: list[tuple[Any, ...]]) -> None:
+    _check_fence(conn, *run_key)
+    _upsert_rows(conn, run_key[0], rows)
+
+
+_APPENDS = Appends(
+    upsert_sql=(
+        "INSERT INTO journal (run_id, " + _RECORD_COLUMNS + ") SELECT "
+        + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+        + " FROM json_each(?) WHERE true"  # 'WHERE true' lets ON CONFLICT follow a SELECT
+        " ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
+        "value_json = excluded.value_json, attempts = excluded.attempts, "
+        "finished_at_ms = excluded.finished_at_ms, detail_json = excluded.detail_json "
+        "WHERE journal.state = 'started'"),
+    fence_sql="SELECT json_group_array(json_array(run_id, fence, status)) FROM runs "
+              "WHERE run_id IN (SELECT value FROM json_each(?))",
+    check_one=_append_checked)
 
 
 def _deliver(conn: sqlite3.Connection, run_id: str, name: str, data: str | None,
@@ -155,7 +179,8 @@ class SQLiteStore:
     async def open(self) -> None:
         conn = await anyio.to_thread.run_sync(self._open_sync)
         self._writer = SQLiteWriter(conn, location=self.location,
-                                    flush_interval=self._flush_interval, flush_max=self._flush_max)
+                                    flush_interval=self._flush_interval, flush_max=self._flush_max,
+                                    appends=_APPENDS)
         self._writer.start()
 
     def _open_sync(self) -> sqlite3.Connection:
@@ -176,7 +201,10 @@ class SQLiteStore:
         return conn
 
     def _inspect_existing(self) -> None:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
+        # Without a -wal beside it the file is whole: read it as immutable, because a plain
+        # read-only look at a WAL-mode file creates -wal and -shm files next to it.
+        whole = not Path(f"{self.path}-wal").exists()
+        uri = self.path.resolve().as_uri() + ("?mode=ro&immutable=1" if whole else "?mode=ro")
         try:
             conn = sqlite3.connect(uri, uri=True)
         except sqlite3.Error as exc:
@@ -228,10 +256,10 @@ class SQLiteStore:
     # -- plumbing --------------------------------------------------------------------------
 
     def _write(self, apply: Callable[[sqlite3.Connection], T], run_key: tuple[str, int] | None = None,
-               ) -> Awaitable[T]:
+               *, atomic: bool = False) -> Awaitable[T]:
         if self._writer is None:
             raise StoreError(f"{self.location} is not open")
-        future = self._writer.submit(apply, Commit.WAIT, run_key)
+        future = self._writer.submit(apply, Commit.WAIT, run_key, atomic=atomic)
         assert future is not None
         return future
 
@@ -267,22 +295,27 @@ class SQLiteStore:
 
     async def create_run(self, new: NewRun, *, now_ms: int, owner: str | None,
                          lease_ms: int) -> Created:
+        status = RunStatus.RUNNING if owner else RunStatus.PENDING
+        fence = 1 if owner else 0
+
         def apply(conn: sqlite3.Connection) -> Created:
-            existing = _select_run(conn, new.run_id)
-            if existing is not None:
-                return Created(existing, None)
-            status = RunStatus.RUNNING if owner else RunStatus.PENDING
-            fence = 1 if owner else 0
-            conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO runs (run_id, agent, agent_version, agent_ref, input_json, status, "
                 "thread_id, parent_run_id, tenant, principal, owner, fence, lease_expires_at_ms, "
-                "created_at_ms, updated_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "created_at_ms, updated_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id) DO NOTHING",
                 (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input, str(status),
                  new.thread_id, new.parent_run_id, new.tenant, new.principal, owner, fence,
-                 now_ms + lease_ms if owner else 0, now_ms, now_ms))
-            run = _require_run(conn, new.run_id)
+                 now_ms + lease_ms if owner else 0, now_ms, now_ms)).rowcount
+            if not inserted:
+                return Created(_require_run(conn, new.run_id), None)
+            run = Run(run_id=new.run_id, agent=new.agent, agent_version=new.agent_version,
+                      agent_ref=new.agent_ref, input=json.loads(new.input), status=status,
+                      thread_id=new.thread_id, parent_run_id=new.parent_run_id,
+                      tenant=new.tenant, principal=new.principal, created_at_ms=now_ms,
+                      updated_at_ms=now_ms, owner=owner)
             return Created(run, Claim(run, fence) if owner else None)
-        return await self._write(apply)
+        return await self._write(apply, atomic=True)
 
     async def claim_runs(self, *, owner: str, now_ms: int, lease_ms: int, limit: int,
                          owner_is_dead: OwnerIsDead, run_ids: list[str] | None = None,
@@ -302,16 +335,18 @@ class SQLiteStore:
             rows = conn.execute(f"SELECT run_id, fence FROM runs WHERE {where} "
                                 "ORDER BY updated_at_ms LIMIT :limit", params).fetchall()
             if len(rows) < limit:
-                # Runs of a worker on this host that died hold an unexpired lease; take them now.
+                # Runs of a worker on this host that died hold an unexpired lease; take them now
+                # (expired ones were selected above; ``run_ids`` limits these as well).
                 others = [row[0] for row in conn.execute(
                     "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND owner != ? "
                     "AND status IN ('running', 'pending')", (owner,))]
+                only = f" AND run_id IN ({marks})" if run_ids is not None else ""
                 for dead in filter(owner_is_dead, others):
                     rows += conn.execute(
-                        "SELECT run_id, fence FROM runs WHERE owner = ? AND status IN "
-                        "('running', 'pending') LIMIT ?", (dead, limit - len(rows))).fetchall()
-                if run_ids is not None:
-                    rows = [row for row in rows if row[0] in set(run_ids)]
+                        "SELECT run_id, fence FROM runs WHERE owner = :dead AND status IN "
+                        "('running', 'pending') AND lease_expires_at_ms >= :now" + only
+                        + " LIMIT :left", {**params, "dead": dead, "left": limit - len(rows)},
+                    ).fetchall()
             claims = []
             for run_id, fence in rows[:limit]:
                 changed = conn.execute(
@@ -347,9 +382,19 @@ class SQLiteStore:
     async def finish_run(self, run_id: str, fence: int, *, status: RunStatus,
                          result: str | None, error: str | None, now_ms: int) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            _check_fence(conn, run_id, fence)
-            _settle(conn, _require_run(conn, run_id), status, result, error, now_ms)
-        await self._write(apply, (run_id, fence))
+            row = conn.execute(
+                "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
+                "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, "
+                "updated_at_ms = ?, finished_at_ms = ?, fence = fence + 1 "
+                "WHERE run_id = ? AND fence = ? AND status = 'running' RETURNING parent_run_id",
+                (str(status), result, error, now_ms, now_ms if status.is_terminal else None,
+                 run_id, fence)).fetchone()
+            if row is None:
+                raise LeaseLost(run_id)
+            if row[0] is not None and status.is_terminal:
+                name, data = child_signal(run_id, status, result, error)
+                _deliver(conn, row[0], name, data, now_ms)
+        await self._write(apply, (run_id, fence), atomic=True)
 
     async def suspend_run(self, run_id: str, fence: int, *, wake_at_ms: int | None,
                           waiting_for: str | None, now_ms: int) -> bool:
@@ -432,11 +477,8 @@ class SQLiteStore:
                ) -> Awaitable[None] | None:
         if self._writer is None:
             raise StoreError(f"{self.location} is not open")
-
-        def apply(conn: sqlite3.Connection) -> None:
-            _check_fence(conn, run_id, fence)
-            _upsert_records(conn, run_id, records)
-        return self._writer.submit(apply, commit, (run_id, fence))
+        return self._writer.submit(None, commit, (run_id, fence),
+                                   [_record_row(run_id, r) for r in records])
 
     async def load_journal(self, run_id: str) -> list[Record]:
         rows = await self._read(lambda conn: conn.execute(

@@ -1,0 +1,1 @@
+"""Tests of the ``Store`` protocol, run against every engine, and of SQLite's own behaviour."""
