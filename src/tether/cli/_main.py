@@ -137,8 +137,11 @@ def resume_command(state: CLIState, run_id: str, follow: bool, as_json: bool) ->
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="Runs executed at once (default: max_concurrent_runs).")
 @click.option("--follow", is_flag=True, help="Print every run's events.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM/SIGINT, seconds to let tool calls in flight finish.")
 @click.pass_obj
-def worker_command(state: CLIState, once: bool, concurrency: int | None, follow: bool) -> None:
+def worker_command(state: CLIState, once: bool, concurrency: int | None, follow: bool,
+                   grace: float) -> None:
     """Execute runs from the database: new, resumed after a crash, woken by timers and signals."""
 
     async def main() -> None:
@@ -158,8 +161,10 @@ def worker_command(state: CLIState, once: bool, concurrency: int | None, follow:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     click.echo(f"tether worker {rt.owner} on {rt.store.location}", err=True)
                     async for _ in signals:
-                        click.echo("stopping: runs in flight resume on the next worker", err=True)
+                        click.echo(f"stopping: finishing calls in flight (up to {grace:g} s); "
+                                   "their runs resume on the next worker", err=True)
                         break
+                await rt.drain(grace)
             group.cancel_scope.cancel()
 
     run_async(main)

@@ -34,6 +34,20 @@ class Suspended(BaseException):
     """Unwinds a run that has parked itself durably (timer or signal); it holds no memory."""
 
 
+class Abandoned(BaseException):
+    """Unwinds a run between two effects when its runtime drains for shutdown; the run stays
+    claimable and resumes elsewhere by replay."""
+
+
+class StopFlag:
+    """Shared by a runtime and its runs: set when the runtime drains."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
 class NeedsAttention(BaseException):
     """Unwinds a run that cannot go on without a person (see ``tether resolve``)."""
 
@@ -48,6 +62,7 @@ class RunScope:
 
     run: Run
     journal: RunJournal
+    stop: StopFlag = field(default_factory=StopFlag)
     llm_calls: int = 0  # model calls so far, replayed ones included (ModelRequest.call_index)
 
 
@@ -133,6 +148,8 @@ class JournalStage:
             effect.started_at_ms = record.started_at_ms
             if resolution is not None:  # keep the operator's decision on the record
                 effect.detail["resolution"] = resolution
+        if effect.scope.stop.requested:
+            raise Abandoned  # draining: act no more; a replay elsewhere goes on from here
         journal.executed += 1
         if not effect.started_at_ms:
             effect.started_at_ms = self._clock.now_ms()

@@ -47,11 +47,13 @@ from tether.runtime._events import EventBus
 from tether.runtime._executors import ChildStart, Executor
 from tether.runtime._owner import new_owner_id, owner_is_dead
 from tether.runtime._pipeline import (
+    Abandoned,
     Effect,
     Handler,
     NeedsAttention,
     RunScope,
     Stage,
+    StopFlag,
     Suspended,
     build_pipeline,
     core_stages,
@@ -167,6 +169,8 @@ class Runtime:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._open = False
         self._gc_restore: tuple[int, int, int] | None = None
+        self._stop = StopFlag()
+        self._drained: anyio.Event | None = None  # set once draining and nothing is active
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -199,6 +203,21 @@ class Runtime:
                 finally:
                     await self.store.aclose()
                     self._restore_gc()
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Stop taking runs, let every effect in flight finish, and stop each run before its
+        next effect, waiting at most ``grace_seconds``; then leave the context to release them.
+
+        A run stopped this way is still ``running`` in the store and is resumed by replay by
+        the next worker, at once (its owner is gone). What the grace protects: a tool call
+        interrupted half-way is uncertain after a restart, and a non-idempotent one then
+        needs a person.
+        """
+        self._stop.requested = True
+        self._drained = anyio.Event()
+        if self._active:
+            with anyio.move_on_after(grace_seconds):
+                await self._drained.wait()
 
     def _tune_gc(self) -> None:
         """Collect garbage less often while runs are in flight (see ``Settings.gc_threshold``)."""
@@ -298,8 +317,9 @@ class Runtime:
         return await handle.result()
 
     async def _create(self, new: NewRun, data: JSONObject) -> Run:
-        if not self._open:
-            raise UsageError("the runtime is not open; use `async with Runtime(...) as rt:`")
+        if not self._open or self._stop.requested:
+            raise UsageError("the runtime is not open (or is draining); "
+                             "use `async with Runtime(...) as rt:`")
         claim_now = len(self._active) < self.settings.max_concurrent_runs
         created = await self.store.create_run(
             new, now_ms=self.clock.now_ms(), owner=self.owner if claim_now else None,
@@ -465,6 +485,8 @@ class Runtime:
             self._wakeup = anyio.Event()
 
     async def _claim_runnable(self) -> None:
+        if self._stop.requested:
+            return
         free = self.settings.max_concurrent_runs - len(self._active)
         if free <= 0:
             self._backlog = True
@@ -500,6 +522,8 @@ class Runtime:
         finally:
             self._active.pop(run_id, None)
             self.store.forget_claim(run_id, claim.fence)
+            if self._drained is not None and not self._active:
+                self._drained.set()
             if self._backlog:
                 self._wake()
 
@@ -507,7 +531,7 @@ class Runtime:
         run = claim.run
         records = [] if fresh else await self.store.load_journal(run.run_id)
         journal = RunJournal(self.store, run.run_id, claim.fence, records)
-        scope = RunScope(run, journal)
+        scope = RunScope(run, journal, self._stop)
         try:
             agent = self._agent_for_run(run)
         except AgentNotFound as exc:
@@ -520,7 +544,7 @@ class Runtime:
         status, result, error = RunStatus.COMPLETED, None, None
         try:
             result = await agent.fn(Context(self, scope, agent), **run.input)
-        except Suspended:
+        except (Suspended, Abandoned):
             return
         except NeedsAttention as exc:
             status, error = RunStatus.NEEDS_ATTENTION, exc.error
