@@ -41,6 +41,11 @@ class Settings:
     flush_max_records: int = 1024
     """Commit lazily queued records once this many are waiting, whatever the interval."""
 
+    lazy_records_per_run: int = 64
+    """The most records one run may write lazily before it waits for a commit: what a crash
+    can lose of a run, however busy the writer is, is at most this many records (model
+    replies and read-only results, which a replay asks for again)."""
+
     lease_seconds: float = 30.0
     """How long a worker's claim on a run lasts without a heartbeat before another may take it
     over. A worker on the same host that has died is taken over at once."""
@@ -73,7 +78,8 @@ class Settings:
             raise ConfigError(f"durability must be 'power' or 'process', not {self.durability!r}")
         if self.gc_threshold < 0:
             raise ConfigError("gc_threshold must be 0 (leave the collector alone) or positive")
-        for name in ("flush_interval_ms", "flush_max_records", "max_concurrent_runs"):
+        for name in ("flush_interval_ms", "flush_max_records", "lazy_records_per_run",
+                     "max_concurrent_runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         for name in ("lease_seconds", "poll_interval_seconds"):

@@ -19,12 +19,15 @@ class RunJournal:
     on every replay. An effect whose seq is recorded returns the record instead of acting.
     """
 
-    def __init__(self, store: Store, run_id: str, fence: int, records: list[Record]) -> None:
+    def __init__(self, store: Store, run_id: str, fence: int, records: list[Record], *,
+                 lazy_limit: int = 64) -> None:
         self.store = store
         self.run_id = run_id
         self.fence = fence
         self._recorded = {record.seq: record for record in records}
         self._seq = 0
+        self._lazy_limit = lazy_limit
+        self._lazy_pending = 0  # lazy writes since this run last waited for a commit
         self.replayed = 0  # effects answered from the journal in this execution
         self.executed = 0  # effects that acted in this execution
         # Agent code may catch (and ignore) the errors below; the runtime must not, so the
@@ -53,8 +56,20 @@ class RunJournal:
             raise self.nondeterminism
         return record
 
+    def lazy_commit(self) -> Commit:
+        """``Commit.LAZY``, except that every ``lazy_limit``-th lazy write waits for its
+        commit: a run never runs more than that many records ahead of the disk, however busy
+        the writer is (a checkpointer's asynchronous mode was measured losing 110 steps of
+        one run in a crash; here a crash loses at most ``lazy_limit`` records per run)."""
+        self._lazy_pending += 1
+        if self._lazy_pending < self._lazy_limit:
+            return Commit.LAZY
+        return Commit.WAIT
+
     def write(self, record: Record, commit: Commit) -> Awaitable[None] | None:
         """Record (or move forward) one effect; an awaitable only for ``Commit.WAIT``."""
+        if commit is Commit.WAIT:
+            self._lazy_pending = 0  # a durable write commits every earlier one with it
         try:
             pending = self.store.append(self.run_id, self.fence, [record], commit)
         except StoreError as exc:

@@ -84,8 +84,9 @@ class Context:
         """Whether the journal still holds records ahead of the code (for logging only)."""
         return self._journal.last_recorded_seq > self._journal._seq
 
-    async def _run(self, effect: Effect) -> Any:
-        return await self._runtime._pipeline(effect)
+    def _run(self, effect: Effect) -> Coroutine[Any, Any, Any]:
+        # The pipeline's own coroutine, not a wrapper: one frame less on every effect.
+        return self._runtime._pipelines[effect.kind](effect)  # type: ignore[return-value]
 
     def _effect(self, kind: str, name: str, digest: str, request: Any, **options: Any) -> Effect:
         return Effect(self._scope, self._journal.next_seq(), kind, name, digest, request,
@@ -149,11 +150,9 @@ class Context:
         call_index = self._scope.llm_calls
         self._scope.llm_calls += 1
         effect = self._effect("llm", resolved.name, digest,
-                              ModelCall(resolved, messages, specs, call_index))
-
-        async def reply() -> Reply:
-            return Reply.from_json(await self._run(effect))
-        return reply()
+                              ModelCall(resolved, messages, specs, call_index),
+                              convert=Reply.from_json)
+        return self._run(effect)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Coroutine[Any, Any, Any]:
         """Run non-deterministic code once; its (JSON) result is durable before you go on.

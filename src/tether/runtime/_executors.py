@@ -65,19 +65,16 @@ class Executor:
         self._limiter_for = limiter_for
         self._start_child = start_child
 
-    async def __call__(self, effect: Effect) -> Any:
-        request = effect.request
-        if effect.kind == "tool":
-            return await self._tool(effect, request)
-        if effect.kind == "llm":
-            return await self._llm(effect, request)
-        if effect.kind == "step":
-            return await self._step(effect, request)
-        if effect.kind == "start":
-            return {"run_id": await self._start_child(effect, request)}
-        raise TetherError(f"no executor for effect kind {effect.kind!r}")
+    def by_kind(self) -> dict[str, Callable[[Effect], Awaitable[Any]]]:
+        """The executor of each effect kind."""
+        return {"tool": self._tool, "llm": self._llm, "step": self._step,
+                "start": self._start}
 
-    async def _tool(self, effect: Effect, request: ToolRequest) -> Any:
+    async def _start(self, effect: Effect) -> JSONObject:
+        return {"run_id": await self._start_child(effect, effect.request)}
+
+    async def _tool(self, effect: Effect) -> Any:
+        request: ToolRequest = effect.request
         run_id = effect.scope.run.run_id
         journal = effect.scope.journal
         failures: list[JSONObject] = []
@@ -103,7 +100,8 @@ class Executor:
                             first_attempt=first, sleep=self._clock.sleep, on_retry=on_retry,
                             limiter=self._limiter_for(request.tool))
 
-    async def _llm(self, effect: Effect, call: ModelCall) -> JSONObject:
+    async def _llm(self, effect: Effect) -> JSONObject:
+        call: ModelCall = effect.request
         run_id = effect.scope.run.run_id
         bus = self._bus
 
@@ -123,7 +121,8 @@ class Executor:
         effect.detail["usage"] = reply.usage.to_json()
         return reply.to_json()
 
-    async def _step(self, effect: Effect, call: StepCall) -> Any:
+    async def _step(self, effect: Effect) -> Any:
+        call: StepCall = effect.request
         try:
             if inspect.iscoroutinefunction(call.fn):
                 return await call.fn(*call.args)

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import gc
 import heapq
+import logging
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,8 @@ from tether.runtime._pipeline import (
 from tether.store import Claim, NewRun, Record, Store, open_store
 from tether.tools import Tool
 from tether.types import JSON, JSONObject, Run, RunStatus
+
+logger = logging.getLogger("tether.runtime")
 
 
 def new_run_id() -> str:
@@ -156,11 +159,14 @@ class Runtime:
             model.name: model for model in models}
         stage_list = core_stages(self.events, self.clock)
         stage_list[2:2] = list(stages)  # after JournalStage and ValidateStage
-        self._pipeline: Handler = build_pipeline(stage_list, Executor(
+        self._pipelines: dict[str, Handler] = build_pipeline(stage_list, Executor(
             clock=self.clock, bus=self.events, limiter_for=self._limiter,
-            start_child=self._start_child))
+            start_child=self._start_child).by_kind())
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
-        self._active: dict[str, anyio.CancelScope] = {}
+        # One asyncio task per run executing here. Not an anyio task group: spawning through
+        # anyio cost 46 µs per run (B2 at 10,000 runs spent 0.46 s in it). The structured
+        # guarantee is kept by hand: __aexit__ cancels and awaits every one of these tasks.
+        self._active: dict[str, asyncio.Task[None]] = {}
         self._own: set[str] = set()  # runs started here (what a non-worker runtime drives)
         self._watches: dict[str, _Watch] = {}
         self._timers: list[int] = []  # wake times of runs this process parked
@@ -191,7 +197,12 @@ class Runtime:
         self._open = False
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
+        runs = list(self._active.values())
+        for task in runs:
+            task.cancel()
         try:
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*runs, return_exceptions=True)
             # Not handed the body's exception: the task group would wrap it in an
             # ExceptionGroup, and callers should see the error they raised (or we raised).
             await self._task_group.__aexit__(None, None, None)
@@ -365,9 +376,9 @@ class Runtime:
             now_ms=self.clock.now_ms())
         if run.status is not RunStatus.CANCELLED:
             return run  # it had ended already: cancelling changes nothing
-        scope = self._active.get(run_id)
-        if scope is not None:
-            scope.cancel()
+        task = self._active.get(run_id)
+        if task is not None:
+            task.cancel()
         self.events.publish(run_id, "run.cancelled", {"reason": reason})
         self._notify(run)
         return run
@@ -466,10 +477,8 @@ class Runtime:
         self._wakeup.set()
 
     def _launch(self, claim: Claim, *, fresh: bool) -> None:
-        assert self._task_group is not None
-        scope = anyio.CancelScope()
-        self._active[claim.run.run_id] = scope
-        self._task_group.start_soon(self._execute, claim, scope, fresh)
+        loop = asyncio.get_running_loop()
+        self._active[claim.run.run_id] = loop.create_task(self._execute(claim, fresh))
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -510,15 +519,19 @@ class Runtime:
             lost = await self.store.heartbeat(owner=self.owner, run_ids=list(self._active),
                                               now_ms=self.clock.now_ms(), lease_ms=self._lease_ms)
             for run_id in lost:  # cancelled elsewhere, or taken over: stop acting for it
-                scope = self._active.get(run_id)
-                if scope is not None:
-                    scope.cancel()
+                task = self._active.get(run_id)
+                if task is not None:
+                    task.cancel()
 
-    async def _execute(self, claim: Claim, cancel_scope: anyio.CancelScope, fresh: bool) -> None:
+    async def _execute(self, claim: Claim, fresh: bool) -> None:
         run_id = claim.run.run_id
         try:
-            with cancel_scope:
-                await self._drive(claim, fresh)
+            await self._drive(claim, fresh)
+        except asyncio.CancelledError:
+            pass  # cancelled by us (run cancelled, claim lost, shutdown): the task just ends
+        except Exception:  # a bug in Tether itself: keep the worker alive, say what happened
+            logger.exception("run %s: unexpected error in the runtime; the run will be "
+                             "resumed when its claim is released", run_id)
         finally:
             self._active.pop(run_id, None)
             self.store.forget_claim(run_id, claim.fence)
@@ -530,7 +543,8 @@ class Runtime:
     async def _drive(self, claim: Claim, fresh: bool) -> None:
         run = claim.run
         records = [] if fresh else await self.store.load_journal(run.run_id)
-        journal = RunJournal(self.store, run.run_id, claim.fence, records)
+        journal = RunJournal(self.store, run.run_id, claim.fence, records,
+                             lazy_limit=self.settings.lazy_records_per_run)
         scope = RunScope(run, journal, self._stop)
         try:
             agent = self._agent_for_run(run)

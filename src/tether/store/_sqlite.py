@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 import anyio
 
 from tether.config import Durability
-from tether.errors import LeaseLost, RunNotFound, SchemaTooNew, StoreCorrupt, StoreError
+from tether.errors import SchemaTooNew, StoreCorrupt, StoreError
 from tether.store._common import (
     check_resolvable,
-    child_signal,
     failed_by_operator,
     refuse_signal_if_ended,
     resolved_record,
@@ -36,114 +35,33 @@ from tether.store._protocol import (
     Record,
     RecordState,
 )
-from tether.store._sqlite_writer import Appends, SQLiteWriter, store_error
+from tether.store._sqlite_sql import (
+    APPEND,
+    CREATE,
+    FINISH,
+    RECORD_COLUMNS,
+    RUN_COLUMNS,
+    Append,
+    Finish,
+    append,
+    check_fence,
+    deliver,
+    finish_run,
+    insert_run,
+    record_row,
+    require_run,
+    run_from_row,
+    select_run,
+    settle,
+    upsert_rows,
+)
+from tether.store._sqlite_writer import Bulk, SQLiteWriter, store_error
 from tether.types import JSONObject, Run, RunStatus
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: "sqlite_0001_init.sql"}
-_RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, result_json, "
-                "error_json, thread_id, parent_run_id, tenant, principal, created_at_ms, "
-                "updated_at_ms, wake_at_ms, waiting_for, owner")
-_RECORD_COLUMNS = ("seq, kind, name, digest, state, value_json, attempts, started_at_ms, "
-                   "finished_at_ms, detail_json")
-_UPSERT_RECORD = (
-    "INSERT INTO journal (run_id, " + _RECORD_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
-    "value_json = excluded.value_json, attempts = excluded.attempts, "
-    "finished_at_ms = excluded.finished_at_ms, detail_json = excluded.detail_json "
-    "WHERE journal.state = 'started'"
-)
-
-
-def _run_from_row(row: tuple[Any, ...]) -> Run:
-    return Run(
-        run_id=row[0], agent=row[1], agent_version=row[2], agent_ref=row[3],
-        input=json.loads(row[4]), status=RunStatus(row[5]),
-        result=None if row[6] is None else json.loads(row[6]),
-        error=None if row[7] is None else json.loads(row[7]),
-        thread_id=row[8], parent_run_id=row[9], tenant=row[10], principal=row[11],
-        created_at_ms=row[12], updated_at_ms=row[13], wake_at_ms=row[14], waiting_for=row[15],
-        owner=row[16],
-    )
-
-
-def _record_row(run_id: str, r: Record) -> tuple[Any, ...]:
-    return (run_id, r.seq, r.kind, r.name, r.digest, r.state, r.value, r.attempts,
-            r.started_at_ms, r.finished_at_ms, r.detail)
-
-
-def _select_run(conn: sqlite3.Connection, run_id: str) -> Run | None:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return None if row is None else _run_from_row(row)
-
-
-def _require_run(conn: sqlite3.Connection, run_id: str) -> Run:
-    run = _select_run(conn, run_id)
-    if run is None:
-        raise RunNotFound(run_id)
-    return run
-
-
-def _check_fence(conn: sqlite3.Connection, run_id: str, fence: int) -> None:
-    row = conn.execute("SELECT fence, status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    if row is None or row[0] != fence or row[1] != "running":
-        raise LeaseLost(run_id)
-
-
-def _upsert_records(conn: sqlite3.Connection, run_id: str, records: list[Record]) -> None:
-    _upsert_rows(conn, run_id, [_record_row(run_id, r) for r in records])
-
-
-def _upsert_rows(conn: sqlite3.Connection, run_id: str, rows: list[tuple[Any, ...]]) -> None:
-    before = conn.total_changes
-    conn.executemany(_UPSERT_RECORD, rows)
-    if conn.total_changes - before != len(rows):
-        raise StoreError(f"run {run_id}: a journal record that is already final cannot change")
-
-
-def _append_checked(conn: sqlite3.Connection, run_key: tuple[str, int],
-                    rows: list[tuple[Any, ...]]) -> None:
-    _check_fence(conn, *run_key)
-    _upsert_rows(conn, run_key[0], rows)
-
-
-_APPENDS = Appends(
-    upsert_sql=(
-        "INSERT INTO journal (run_id, " + _RECORD_COLUMNS + ") SELECT "
-        + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
-        + " FROM json_each(?) WHERE true"  # 'WHERE true' lets ON CONFLICT follow a SELECT
-        " ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
-        "value_json = excluded.value_json, attempts = excluded.attempts, "
-        "finished_at_ms = excluded.finished_at_ms, detail_json = excluded.detail_json "
-        "WHERE journal.state = 'started'"),
-    fence_sql="SELECT json_group_array(json_array(run_id, fence, status)) FROM runs "
-              "WHERE run_id IN (SELECT value FROM json_each(?))",
-    check_one=_append_checked)
-
-
-def _deliver(conn: sqlite3.Connection, run_id: str, name: str, data: str | None,
-             now_ms: int) -> None:
-    conn.execute("INSERT INTO signals (run_id, name, data_json, sent_at_ms) VALUES (?,?,?,?)",
-                 (run_id, name, data, now_ms))
-    conn.execute("UPDATE runs SET status = 'pending', wake_at_ms = NULL, waiting_for = NULL, "
-                 "updated_at_ms = ? WHERE run_id = ? AND status = 'waiting' AND waiting_for = ?",
-                 (now_ms, run_id, name))
-
-
-def _settle(conn: sqlite3.Connection, run: Run, status: RunStatus, result: str | None,
-            error: str | None, now_ms: int) -> None:
-    """Write a run's outcome and, for a child run that ended, tell its parent."""
-    finished = now_ms if status.is_terminal else None
-    conn.execute(
-        "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
-        "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, updated_at_ms = ?, "
-        "finished_at_ms = ?, fence = fence + 1 WHERE run_id = ?",
-        (str(status), result, error, now_ms, finished, run.run_id))
-    if run.parent_run_id is not None and status.is_terminal:
-        name, data = child_signal(run.run_id, status, result, error)
-        _deliver(conn, run.parent_run_id, name, data, now_ms)
 
 
 def _statements(script: str) -> list[str]:
@@ -179,8 +97,7 @@ class SQLiteStore:
     async def open(self) -> None:
         conn = await anyio.to_thread.run_sync(self._open_sync)
         self._writer = SQLiteWriter(conn, location=self.location,
-                                    flush_interval=self._flush_interval, flush_max=self._flush_max,
-                                    appends=_APPENDS)
+                                    flush_interval=self._flush_interval, flush_max=self._flush_max)
         self._writer.start()
 
     def _open_sync(self) -> sqlite3.Connection:
@@ -255,11 +172,14 @@ class SQLiteStore:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _write(self, apply: Callable[[sqlite3.Connection], T], run_key: tuple[str, int] | None = None,
-               *, atomic: bool = False) -> Awaitable[T]:
+    def _write(self, apply: Callable[[sqlite3.Connection], T],
+               run_key: tuple[str, int] | None = None, *, atomic: bool = False,
+               bulk: Bulk | None = None, payload: Any = None, result: Any = None,
+               ) -> Awaitable[T]:
         if self._writer is None:
             raise StoreError(f"{self.location} is not open")
-        future = self._writer.submit(apply, Commit.WAIT, run_key, atomic=atomic)
+        future = self._writer.submit(apply, Commit.WAIT, run_key, atomic=atomic, bulk=bulk,
+                                     payload=payload, result=result)
         assert future is not None
         return future
 
@@ -297,25 +217,22 @@ class SQLiteStore:
                          lease_ms: int) -> Created:
         status = RunStatus.RUNNING if owner else RunStatus.PENDING
         fence = 1 if owner else 0
+        values = (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input,
+                  str(status), new.thread_id, new.parent_run_id, new.tenant, new.principal,
+                  owner, fence, now_ms + lease_ms if owner else 0, now_ms, now_ms)
+        run = Run(run_id=new.run_id, agent=new.agent, agent_version=new.agent_version,
+                  agent_ref=new.agent_ref, input=json.loads(new.input), status=status,
+                  thread_id=new.thread_id, parent_run_id=new.parent_run_id, tenant=new.tenant,
+                  principal=new.principal, created_at_ms=now_ms, updated_at_ms=now_ms,
+                  owner=owner)
+        created = Created(run, Claim(run, fence) if owner else None)
 
         def apply(conn: sqlite3.Connection) -> Created:
-            inserted = conn.execute(
-                "INSERT INTO runs (run_id, agent, agent_version, agent_ref, input_json, status, "
-                "thread_id, parent_run_id, tenant, principal, owner, fence, lease_expires_at_ms, "
-                "created_at_ms, updated_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id) DO NOTHING",
-                (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input, str(status),
-                 new.thread_id, new.parent_run_id, new.tenant, new.principal, owner, fence,
-                 now_ms + lease_ms if owner else 0, now_ms, now_ms)).rowcount
-            if not inserted:
-                return Created(_require_run(conn, new.run_id), None)
-            run = Run(run_id=new.run_id, agent=new.agent, agent_version=new.agent_version,
-                      agent_ref=new.agent_ref, input=json.loads(new.input), status=status,
-                      thread_id=new.thread_id, parent_run_id=new.parent_run_id,
-                      tenant=new.tenant, principal=new.principal, created_at_ms=now_ms,
-                      updated_at_ms=now_ms, owner=owner)
-            return Created(run, Claim(run, fence) if owner else None)
-        return await self._write(apply, atomic=True)
+            if insert_run(conn, values):
+                return created
+            return Created(require_run(conn, new.run_id), None)
+        return await self._write(apply, atomic=True, bulk=CREATE, payload=values,
+                                 result=created)
 
     async def claim_runs(self, *, owner: str, now_ms: int, lease_ms: int, limit: int,
                          owner_is_dead: OwnerIsDead, run_ids: list[str] | None = None,
@@ -355,7 +272,7 @@ class SQLiteStore:
                     "WHERE run_id = ? AND fence = ?",
                     (owner, now_ms + lease_ms, now_ms, run_id, fence)).rowcount
                 if changed:
-                    claims.append(Claim(_require_run(conn, run_id), fence + 1))
+                    claims.append(Claim(require_run(conn, run_id), fence + 1))
             return claims
         return await self._write(apply)
 
@@ -381,25 +298,14 @@ class SQLiteStore:
 
     async def finish_run(self, run_id: str, fence: int, *, status: RunStatus,
                          result: str | None, error: str | None, now_ms: int) -> None:
-        def apply(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
-                "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, "
-                "updated_at_ms = ?, finished_at_ms = ?, fence = fence + 1 "
-                "WHERE run_id = ? AND fence = ? AND status = 'running' RETURNING parent_run_id",
-                (str(status), result, error, now_ms, now_ms if status.is_terminal else None,
-                 run_id, fence)).fetchone()
-            if row is None:
-                raise LeaseLost(run_id)
-            if row[0] is not None and status.is_terminal:
-                name, data = child_signal(run_id, status, result, error)
-                _deliver(conn, row[0], name, data, now_ms)
-        await self._write(apply, (run_id, fence), atomic=True)
+        finish: Finish = (run_id, fence, str(status), result, error, now_ms)
+        await self._write(lambda conn: finish_run(conn, finish), (run_id, fence), atomic=True,
+                          bulk=FINISH, payload=finish)
 
     async def suspend_run(self, run_id: str, fence: int, *, wake_at_ms: int | None,
                           waiting_for: str | None, now_ms: int) -> bool:
         def apply(conn: sqlite3.Connection) -> bool:
-            _check_fence(conn, run_id, fence)
+            check_fence(conn, run_id, fence)
             if waiting_for is not None and conn.execute(
                     "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL",
                     (run_id, waiting_for)).fetchone():
@@ -413,23 +319,23 @@ class SQLiteStore:
 
     async def cancel_run(self, run_id: str, *, reason: JSONObject, now_ms: int) -> Run:
         def apply(conn: sqlite3.Connection) -> Run:
-            run = _require_run(conn, run_id)
+            run = require_run(conn, run_id)
             if not run.status.is_terminal:
-                _settle(conn, run, RunStatus.CANCELLED, None, json.dumps(reason), now_ms)
-            return _require_run(conn, run_id)
+                settle(conn, run, RunStatus.CANCELLED, None, json.dumps(reason), now_ms)
+            return require_run(conn, run_id)
         return await self._write(apply)
 
     async def resolve_run(self, run_id: str, *, action: str, value: str | None,
                           now_ms: int) -> Run:
         def apply(conn: sqlite3.Connection) -> Run:
-            run = _require_run(conn, run_id)
-            row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM journal WHERE run_id = ? AND "
+            run = require_run(conn, run_id)
+            row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM journal WHERE run_id = ? AND "
                                "state = 'started' AND kind = 'tool' ORDER BY seq LIMIT 1",
                                (run_id,)).fetchone()
             uncertain = None if row is None else Record(*row)
             check_resolvable(run, action, uncertain)
             if action == "fail":
-                _settle(conn, run, RunStatus.FAILED, None, failed_by_operator(run), now_ms)
+                settle(conn, run, RunStatus.FAILED, None, failed_by_operator(run), now_ms)
             else:
                 if uncertain is not None:
                     record = resolved_record(uncertain, action, value, now_ms)
@@ -439,11 +345,11 @@ class SQLiteStore:
                                   run_id, record.seq))
                 conn.execute("UPDATE runs SET status = 'pending', error_json = NULL, "
                              "updated_at_ms = ? WHERE run_id = ?", (now_ms, run_id))
-            return _require_run(conn, run_id)
+            return require_run(conn, run_id)
         return await self._write(apply)
 
     async def get_run(self, run_id: str) -> Run | None:
-        return await self._read(lambda conn: _select_run(conn, run_id))
+        return await self._read(lambda conn: select_run(conn, run_id))
 
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
                         agent: str | None = None) -> list[Run]:
@@ -455,10 +361,10 @@ class SQLiteStore:
             clauses.append("agent = ?")
             params.append(agent)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = (f"SELECT {_RUN_COLUMNS} FROM runs {where} "
+        sql = (f"SELECT {RUN_COLUMNS} FROM runs {where} "
                "ORDER BY created_at_ms DESC, run_id DESC LIMIT ?")
         rows = await self._read(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def next_wake_ms(self) -> int | None:
         row = await self._read(lambda conn: conn.execute(
@@ -477,12 +383,13 @@ class SQLiteStore:
                ) -> Awaitable[None] | None:
         if self._writer is None:
             raise StoreError(f"{self.location} is not open")
-        return self._writer.submit(None, commit, (run_id, fence),
-                                   [_record_row(run_id, r) for r in records])
+        item: Append = (run_id, fence, [record_row(run_id, r) for r in records])
+        return self._writer.submit(lambda conn: append(conn, item), commit, (run_id, fence),
+                                   bulk=APPEND, payload=item)
 
     async def load_journal(self, run_id: str) -> list[Record]:
         rows = await self._read(lambda conn: conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM journal WHERE run_id = ? ORDER BY seq",
+            f"SELECT {RECORD_COLUMNS} FROM journal WHERE run_id = ? ORDER BY seq",
             (run_id,)).fetchall())
         return [Record(*row) for row in rows]
 
@@ -498,15 +405,15 @@ class SQLiteStore:
 
     async def send_signal(self, run_id: str, name: str, data: str | None, *, now_ms: int) -> Run:
         def apply(conn: sqlite3.Connection) -> Run:
-            refuse_signal_if_ended(_require_run(conn, run_id))
-            _deliver(conn, run_id, name, data, now_ms)
-            return _require_run(conn, run_id)
+            refuse_signal_if_ended(require_run(conn, run_id))
+            deliver(conn, run_id, name, data, now_ms)
+            return require_run(conn, run_id)
         return await self._write(apply)
 
     async def take_signal(self, run_id: str, fence: int, name: str, record: Record,
                           ) -> str | Missing:
         def apply(conn: sqlite3.Connection) -> str | Missing:
-            _check_fence(conn, run_id, fence)
+            check_fence(conn, run_id, fence)
             row = conn.execute("SELECT signal_id, data_json FROM signals WHERE run_id = ? AND "
                                "name = ? AND consumed_seq IS NULL ORDER BY signal_id LIMIT 1",
                                (run_id, name)).fetchone()
@@ -515,6 +422,6 @@ class SQLiteStore:
             conn.execute("UPDATE signals SET consumed_seq = ? WHERE signal_id = ?",
                          (record.seq, row[0]))
             record.state, record.value = RecordState.OK, row[1] if row[1] is not None else "null"
-            _upsert_records(conn, run_id, [record])
+            upsert_rows(conn, run_id, [record_row(run_id, record)])
             return record.value
         return await self._write(apply, (run_id, fence))

@@ -5,18 +5,22 @@ Runs do not each open a transaction: they queue *operations* here, and the write
 every queued operation in one transaction, so a thousand concurrent runs share one fsync.
 
 * An operation queued with ``Commit.WAIT`` or ``Commit.SOON`` starts a batch at once; a
-  ``Commit.LAZY`` one waits for the next batch, at most ``flush_interval`` seconds (or until
-  ``flush_max`` operations are queued). The bound is what a crash can lose of lazy writes.
-* Operations apply in submission order, each inside a savepoint: one that fails (a stale
-  fence, say) is rolled back alone and the rest of the batch commits.
-* Journal appends, the bulk of the traffic, are applied first and together, in two
-  statements: one reads the fences of every run in the batch, one upserts every row, both
-  passing JSON arrays. Why so few statements: the sqlite3 module releases the GIL around
-  every row it steps, and taking it back from a busy event loop costs up to the interpreter's
-  switch interval (5 ms). Row-by-row, a batch of 10,000 operations measured 2.3 s of wall
-  time for 0.1 s of work. Appends first is safe because a run only appends with a fence it
-  already holds: its claim committed in an earlier batch, and whatever it does after
-  appending (settle, park) only ever follows its appends.
+  ``Commit.LAZY`` one waits for the next batch, at most ``flush_interval`` seconds, or until
+  ``flush_max`` operations are queued. (How far a run may run ahead of its commits is bounded
+  by the journal: see ``RunJournal.lazy_commit``.)
+* Operations apply inside savepoints: one that fails (a stale fence, say) is rolled back alone
+  and the rest of the batch commits.
+* The high-volume operations (creating runs, appending journal records, settling runs) are
+  applied in *bulk*: a few statements for the whole batch, passing JSON arrays that SQLite
+  unpacks itself. Why: the sqlite3 module releases the GIL around every row it steps, and
+  taking it back from a busy event loop costs up to the interpreter's switch interval (5 ms).
+  Row by row, 10,000 concurrent runs made batches of 2.3 s of wall time for 0.1 s of work.
+  A bulk statement that cannot apply every operation (a stale fence, an existing run id) is
+  rolled back, and that group is applied one operation at a time instead.
+* Bulk kinds apply in phases: creations, then appends, then everything else in submission
+  order (settling runs in bulk where consecutive). That order is safe because a run only
+  appends with a fence it already holds (its creation or claim committed in an earlier batch),
+  and settles or parks only after its appends.
 * A run whose write failed is *poisoned*: its later operations fail at once, so its journal can
   never have a gap (seq 5 lost, seq 6 committed). The runtime abandons the run; a fresh claim
   (a new fence, so a new key) replays it from what was committed.
@@ -34,26 +38,29 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from tether.errors import LeaseLost, StoreCorrupt, StoreError, TetherError
+from tether.errors import StoreCorrupt, StoreError, TetherError
 from tether.store._protocol import Commit
 
 Apply = Callable[[sqlite3.Connection], Any]
 RunKey = tuple[str, int]  # (run_id, fence)
-Row = tuple[Any, ...]
+_LAST_PHASE = 2
 
 
-class Appends:
-    """How journal rows are written; supplied by the store (the SQL lives there)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Bulk:
+    """A kind of operation the writer may apply many at a time.
 
-    def __init__(self, upsert_sql: str, fence_sql: str,
-                 check_one: Callable[[sqlite3.Connection, RunKey, list[Row]], None]) -> None:
-        self.upsert_sql = upsert_sql  # forward-only upsert of the rows in a JSON array
-        self.fence_sql = fence_sql  # one row: JSON array of [run_id, fence, status]
-        self.check_one = check_one  # the careful path: fence check + upsert of one operation
+    ``apply_many`` gets the payloads of consecutive operations of this kind and returns True
+    when it applied every one; on False (or an sqlite3 error) the writer rolls the group back
+    and applies each operation's own function instead.
+    """
+
+    name: str
+    phase: int  # 0 and 1 go before everything else; 2 keeps submission order
+    apply_many: Callable[[sqlite3.Connection, list[Any]], bool]
 
 
 def store_error(exc: sqlite3.Error, location: str) -> StoreError:
@@ -69,22 +76,29 @@ def store_error(exc: sqlite3.Error, location: str) -> StoreError:
 
 
 class _Op:
-    __slots__ = ("apply", "atomic", "future", "rows", "run_key")
+    __slots__ = ("apply", "atomic", "bulk", "future", "payload", "result", "run_key")
 
-    def __init__(self, apply: Apply | None, future: asyncio.Future[Any] | None,
-                 run_key: RunKey | None, rows: list[Row] | None, atomic: bool) -> None:
-        # Either a function to run, or (apply None) journal rows to append for run_key.
-        self.apply, self.future, self.run_key, self.rows = apply, future, run_key, rows
-        self.atomic = atomic
+    def __init__(self, apply: Apply, future: asyncio.Future[Any] | None,
+                 run_key: RunKey | None, atomic: bool, bulk: Bulk | None, payload: Any,
+                 result: Any) -> None:
+        self.apply = apply  # applies this operation alone (the careful path)
+        self.future, self.run_key, self.atomic = future, run_key, atomic
+        self.bulk, self.payload, self.result = bulk, payload, result  # result: if applied in bulk
+
+    @property
+    def phase(self) -> int:
+        return _LAST_PHASE if self.bulk is None else self.bulk.phase
+
+
+Outcome = tuple[_Op, bool, Any]
 
 
 class SQLiteWriter:
     """Applies queued operations in batches on a dedicated thread."""
 
     def __init__(self, conn: sqlite3.Connection, *, location: str, flush_interval: float,
-                 flush_max: int, appends: Appends) -> None:
+                 flush_max: int) -> None:
         self._conn = conn
-        self._appends = appends
         self._location = location
         self._flush_interval = flush_interval
         self._flush_max = flush_max
@@ -103,27 +117,31 @@ class SQLiteWriter:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    def submit(self, apply: Apply | None, commit: Commit, run_key: RunKey | None = None,
-               rows: list[Row] | None = None, *, atomic: bool = False,
-               ) -> asyncio.Future[Any] | None:
-        """Queue an operation (``apply``), or journal ``rows`` to append for ``run_key``;
-        returns a future for ``Commit.WAIT``, else None.
+    def submit(self, apply: Apply, commit: Commit, run_key: RunKey | None = None, *,
+               atomic: bool = False, bulk: Bulk | None = None, payload: Any = None,
+               result: Any = None) -> asyncio.Future[Any] | None:
+        """Queue an operation; returns a future for ``Commit.WAIT``, else None.
 
-        ``atomic``: the operation either raises a ``TetherError`` before changing anything,
-        or succeeds, so it needs no savepoint (a savepoint is two more statements).
+        Args:
+            apply: applies the operation alone.
+            run_key: the run and fence it writes for; a failure poisons that claim.
+            atomic: ``apply`` raises a ``TetherError`` before changing anything or succeeds,
+                so it needs no savepoint (two statements fewer).
+            bulk, payload, result: the operation's bulk kind, its data for ``apply_many``,
+                and what it returns when applied in bulk.
         """
         assert self._loop is not None, "writer not started"
-        future = self._loop.create_future() if commit is Commit.WAIT else None
         with self._cond:
             if self._closing:
                 raise StoreError(f"{self._location} is closed")
+            future = self._loop.create_future() if commit is Commit.WAIT else None
             if run_key is not None and run_key in self._poisoned:
                 error = self._poisoned[run_key]
                 if future is None:
                     raise error
                 future.set_exception(error)
                 return future
-            self._ops.append(_Op(apply, future, run_key, rows, atomic))
+            self._ops.append(_Op(apply, future, run_key, atomic, bulk, payload, result))
             if commit is not Commit.LAZY:
                 self._urgent = True
                 self._cond.notify()
@@ -168,13 +186,18 @@ class SQLiteWriter:
 
     def _run_batch(self, ops: list[_Op]) -> None:
         conn = self._conn
-        outcomes: list[tuple[_Op, bool, Any]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            appends = [op for op in ops if op.apply is None]
-            if appends:
-                outcomes += self._append_group(conn, appends)
-            outcomes += [self._apply_one(conn, op) for op in ops if op.apply is not None]
+            ordered = sorted(ops, key=lambda op: op.phase)  # stable: submission order kept
+            start = 0
+            while start < len(ordered):
+                kind = ordered[start].bulk
+                end = start + 1
+                while kind is not None and end < len(ordered) and ordered[end].bulk is kind:
+                    end += 1
+                outcomes += self._apply_group(conn, ordered[start:end])
+                start = end
             conn.execute("COMMIT")
             self.batches += 1
         except sqlite3.Error as exc:
@@ -193,70 +216,51 @@ class SQLiteWriter:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(_settle, waiting)
 
-    def _apply_one(self, conn: sqlite3.Connection, op: _Op) -> tuple[_Op, bool, Any]:
-        """Run one operation in its own savepoint; a failure is rolled back alone."""
+    def _apply_group(self, conn: sqlite3.Connection, group: list[_Op]) -> list[Outcome]:
+        """Apply consecutive operations of one bulk kind together, or one operation alone."""
+        outcomes: list[Outcome] = []
+        live: list[_Op] = []
+        for op in group:
+            if op.run_key is not None and op.run_key in self._poisoned:
+                outcomes.append((op, False, self._poisoned[op.run_key]))
+            else:
+                live.append(op)
+        kind = live[0].bulk if live else None
+        if kind is None or len(live) == 1:
+            return outcomes + [self._apply_one(conn, op) for op in live]
+        conn.execute("SAVEPOINT bulk")
+        try:
+            applied = kind.apply_many(conn, [op.payload for op in live])
+        except sqlite3.Error:
+            applied = False
+        if applied:
+            conn.execute("RELEASE bulk")
+            return outcomes + [(op, True, op.result) for op in live]
+        conn.execute("ROLLBACK TO bulk")
+        conn.execute("RELEASE bulk")
+        return outcomes + [self._apply_one(conn, op) for op in live]
+
+    def _apply_one(self, conn: sqlite3.Connection, op: _Op) -> Outcome:
+        """Run one operation; a failure is rolled back alone and poisons its claim."""
         if op.run_key is not None and op.run_key in self._poisoned:
             return op, False, self._poisoned[op.run_key]
-        if op.atomic:
-            assert op.apply is not None
-            try:
-                return op, True, op.apply(conn)  # an sqlite3.Error fails the whole batch
-            except TetherError as exc:
-                if op.run_key is not None:
-                    self._poison(op.run_key, exc)
-                return op, False, exc
-        conn.execute("SAVEPOINT op")
+        if not op.atomic:
+            conn.execute("SAVEPOINT op")
         try:
-            if op.apply is None:
-                assert op.run_key is not None
-                assert op.rows is not None
-                self._appends.check_one(conn, op.run_key, op.rows)
-                result = None
-            else:
-                result = op.apply(conn)
+            result = op.apply(conn)
         except (TetherError, sqlite3.Error) as exc:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
+            if op.atomic and isinstance(exc, sqlite3.Error):
+                raise  # it may have changed something: the whole batch must fail
+            if not op.atomic:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
             error = exc if isinstance(exc, TetherError) else store_error(exc, self._location)
             if op.run_key is not None:
                 self._poison(op.run_key, error)
             return op, False, error
-        conn.execute("RELEASE op")
+        if not op.atomic:
+            conn.execute("RELEASE op")
         return op, True, result
-
-    def _append_group(self, conn: sqlite3.Connection, group: list[_Op],
-                      ) -> list[tuple[_Op, bool, Any]]:
-        """Every append of the batch: one fence read, one upsert (see the module docstring)."""
-        run_ids = sorted({op.run_key[0] for op in group if op.run_key is not None})
-        (fences,) = conn.execute(self._appends.fence_sql, (orjson.dumps(run_ids),)).fetchone()
-        current = {run_id: (fence, status) for run_id, fence, status in orjson.loads(fences)}
-        fast: list[_Op] = []
-        outcomes: list[tuple[_Op, bool, Any]] = []
-        for op in group:
-            assert op.run_key is not None
-            if op.run_key in self._poisoned:
-                outcomes.append((op, False, self._poisoned[op.run_key]))
-            elif current.get(op.run_key[0]) != (op.run_key[1], "running"):
-                error = LeaseLost(op.run_key[0])
-                self._poison(op.run_key, error)
-                outcomes.append((op, False, error))
-            else:
-                fast.append(op)
-        rows = [row for op in fast for row in op.rows or ()]
-        conn.execute("SAVEPOINT appends")
-        before = conn.total_changes
-        try:
-            conn.execute(self._appends.upsert_sql, (orjson.dumps(rows),))
-            complete = conn.total_changes - before == len(rows)
-        except sqlite3.Error:
-            complete = False
-        if complete:
-            conn.execute("RELEASE appends")
-            return outcomes + [(op, True, None) for op in fast]
-        # Some row was refused (a final record cannot change): find whose, one at a time.
-        conn.execute("ROLLBACK TO appends")
-        conn.execute("RELEASE appends")
-        return outcomes + [self._apply_one(conn, op) for op in fast]
 
     def _poison(self, run_key: RunKey, error: TetherError) -> None:
         with self._cond:
