@@ -47,6 +47,7 @@ from tether.store._protocol import Commit
 Apply = Callable[[sqlite3.Connection], Any]
 RunKey = tuple[str, int]  # (run_id, fence)
 _LAST_PHASE = 2
+MAX_BATCH = 4096
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -181,7 +182,10 @@ class SQLiteWriter:
                         self._cond.wait(remaining)
                     else:
                         self._cond.wait()
-                ops, self._ops, self._urgent = self._ops, [], False
+                # At most MAX_BATCH operations per transaction: a bigger one only holds more
+                # memory and makes every waiter in it wait longer.
+                ops, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
+                self._urgent = bool(self._ops)
             self._run_batch(ops)
 
     def _run_batch(self, ops: list[_Op]) -> None:
