@@ -67,7 +67,8 @@ class RunJournal:
         return Commit.WAIT
 
     def write(self, record: Record, commit: Commit) -> Awaitable[None] | None:
-        """Record (or move forward) one effect; an awaitable only for ``Commit.WAIT``."""
+        """Record (or move forward) one effect; an awaitable when the caller must wait for
+        durability (``Store.append``)."""
         if commit is Commit.WAIT:
             self._lazy_pending = 0  # a durable write commits every earlier one with it
         try:

@@ -143,10 +143,11 @@ class Context:
                 raise UnknownTool(str(item), f"unknown tool {item!r} offered to the model")
             specs.append(found.spec)
         messages = list(messages)
-        # The digest covers what identifies the call without hashing the whole conversation
-        # on every step (that would make each step O(history)).
-        digest = _json.digest([resolved.name, len(messages), messages[-1] if messages else None,
-                               [spec.name for spec in specs]])
+        # The digest covers what identifies the call (model, tools, the first message, which
+        # is usually the system prompt, the last one and how many) without hashing the whole
+        # conversation on every step, which would make each step O(history).
+        digest = _json.digest([resolved.name, len(messages), messages[0] if messages else None,
+                               messages[-1] if messages else None, [spec.name for spec in specs]])
         call_index = self._scope.llm_calls
         self._scope.llm_calls += 1
         effect = self._effect("llm", resolved.name, digest,

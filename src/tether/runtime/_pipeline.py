@@ -222,8 +222,8 @@ class IntentStage:
             effect.attempts = 1
             pending = effect.scope.journal.write(effect.record(RecordState.STARTED, None, None),
                                                  Commit.WAIT)
-            assert pending is not None
-            await pending
+            if pending is not None:
+                await pending
             effect.intent_recorded = True
         return await call_next(effect)
 

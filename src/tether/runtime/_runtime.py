@@ -85,11 +85,27 @@ class _Watch:
     looks the event-loop backend up on each call, which showed up at 10% of CPU in B2.
     """
 
-    __slots__ = ("event", "run")
+    __slots__ = ("_event", "notified", "run")
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made only when someone waits
+        self.notified = False
         self.run: Run | None = None
+
+    def notify(self, run: Run) -> None:
+        self.run, self.notified = run, True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, timeout_seconds: float) -> None:
+        """Until notified, or for at most ``timeout_seconds``."""
+        if self.notified:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                await self._event.wait()
 
 
 class RunHandle:
@@ -450,9 +466,7 @@ class Runtime:
             # a run driven by another process is polled at the usual interval.
             timeout = (self.settings.lease_seconds if run_id in self._active
                        else self.settings.poll_interval_seconds)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await watch.event.wait()
+            await watch.wait(timeout)
             run, watch = watch.run, None
 
     def _watch(self, run_id: str) -> _Watch:
@@ -464,8 +478,7 @@ class Runtime:
     def _notify(self, run: Run) -> None:
         watch = self._watches.pop(run.run_id, None)
         if watch is not None:
-            watch.run = run
-            watch.event.set()
+            watch.notify(run)
 
     # -- driving runs ----------------------------------------------------------------------
 

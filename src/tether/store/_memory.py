@@ -218,7 +218,7 @@ class MemoryStore:
                ) -> Awaitable[None] | None:
         row = self._fenced(run_id, fence)
         self._upsert(row, records)
-        return _done() if commit is Commit.WAIT else None
+        return None  # applied already: nothing to wait for, whatever the commit mode
 
     def _upsert(self, row: _Row, records: list[Record]) -> None:
         staged: dict[int, Record] = {}  # a seq may appear twice in one append (intent, outcome)
@@ -269,6 +269,3 @@ class MemoryStore:
         signal[2] = record.seq
         return value
 
-
-async def _done() -> None:
-    return None

@@ -203,8 +203,9 @@ class Store(Protocol):
 
     def append(self, run_id: str, fence: int, records: list[Record], commit: Commit,
                ) -> Awaitable[None] | None:
-        """Insert (or move forward) journal records. Returns an awaitable only for
-        ``Commit.WAIT``. Submission order is commit order."""
+        """Insert (or move forward) journal records. Returns an awaitable when the caller
+        must wait for durability (``Commit.WAIT`` on a store that commits later), else None.
+        Submission order is commit order."""
         ...
 
     async def load_journal(self, run_id: str) -> list[Record]:
