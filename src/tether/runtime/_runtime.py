@@ -19,6 +19,7 @@ import dataclasses
 import gc
 import heapq
 import logging
+import sys
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -191,6 +192,7 @@ class Runtime:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._open = False
         self._gc_restore: tuple[int, int, int] | None = None
+        self._switch_restore: float | None = None
         self._stop = StopFlag()
         self._drained: anyio.Event | None = None  # set once draining and nothing is active
 
@@ -198,7 +200,7 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
-        self._tune_gc()
+        self._tune_interpreter()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._open = True
@@ -229,7 +231,7 @@ class Runtime:
                     await self.store.release(owner=self.owner)
                 finally:
                     await self.store.aclose()
-                    self._restore_gc()
+                    self._restore_interpreter()
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop taking runs, let every effect in flight finish, and stop each run before its
@@ -246,8 +248,13 @@ class Runtime:
             with anyio.move_on_after(grace_seconds):
                 await self._drained.wait()
 
-    def _tune_gc(self) -> None:
-        """Collect garbage less often while runs are in flight (see ``Settings.gc_threshold``)."""
+    def _tune_interpreter(self) -> None:
+        """Tune the interpreter for many runs and a writer thread while this runtime is open
+        (``Settings.gc_threshold``, ``Settings.switch_interval_ms``)."""
+        interval = self.settings.switch_interval_ms / 1000
+        if interval and interval < sys.getswitchinterval():
+            self._switch_restore = sys.getswitchinterval()
+            sys.setswitchinterval(interval)
         current = gc.get_threshold()
         wanted = self.settings.gc_threshold
         if wanted and wanted > current[0]:
@@ -257,11 +264,14 @@ class Runtime:
             # young collections cost more than everything else the collector did in B2.
             gc.set_threshold(wanted, max(current[1], 100), current[2])
 
-    def _restore_gc(self) -> None:
-        # Only undo our own change: another runtime in this process may have set it since.
+    def _restore_interpreter(self) -> None:
+        # Only undo our own changes: another runtime in this process may have made its own.
         if self._gc_restore is not None and gc.get_threshold()[0] == self.settings.gc_threshold:
             gc.set_threshold(*self._gc_restore)
-        self._gc_restore = None
+        if (self._switch_restore is not None
+                and sys.getswitchinterval() == self.settings.switch_interval_ms / 1000):
+            sys.setswitchinterval(self._switch_restore)
+        self._gc_restore = self._switch_restore = None
 
     # -- registry --------------------------------------------------------------------------
 
