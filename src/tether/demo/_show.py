@@ -26,6 +26,15 @@ def _say(text: str = "") -> None:
     click.echo(text)
 
 
+def _command() -> str:
+    """How to call ``tether`` from here: the script beside this Python, if there is one."""
+    script = Path(sys.executable).parent / "tether"
+    if not script.exists():
+        return "tether"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
@@ -125,9 +134,10 @@ async def _demo(directory: Path) -> int:
     _say()
     _say(f"4. Result ({len(journal)} journal records): {result}")
     _say()
+    tether = _command()
     _say("Look closer:")
-    _say(f"   tether --db {db_url} runs show {run_id}")
-    _say(f"   tether --db {db_url} runs ls")
+    _say(f"   {tether} --db {db_url} runs show {run_id}")
+    _say(f"   {tether} --db {db_url} runs ls")
     held = len(outbox) == 1 and len(lookups) == 1 and len(receipts) == 1 and len(attempts) == 2
     if not held:
         _say("UNEXPECTED: a side effect ran more than once; please report this.")
