@@ -86,7 +86,9 @@ class Context:
 
     def _run(self, effect: Effect) -> Coroutine[Any, Any, Any]:
         # The pipeline's own coroutine, not a wrapper: one frame less on every effect.
-        return self._runtime._pipelines[effect.kind](effect)  # type: ignore[return-value]
+        runtime = self._runtime
+        pipelines = runtime._pipelines if runtime.events.active else runtime._quiet_pipelines
+        return pipelines[effect.kind](effect)  # type: ignore[return-value]
 
     def _effect(self, kind: str, name: str, digest: str, request: Any, **options: Any) -> Effect:
         return Effect(self._scope, self._journal.next_seq(), kind, name, digest, request,
