@@ -77,13 +77,11 @@ class Executor:
         request: ToolRequest = effect.request
         run_id = effect.scope.run.run_id
         journal = effect.scope.journal
-        failures: list[JSONObject] = []
 
         async def on_retry(attempt: int, error: ToolError, delay: float) -> None:
-            failures.append({"attempt": attempt, "error": error.message,
-                             "retry_in_seconds": round(delay, 3)})
+            effect.detail.setdefault("failed_attempts", []).append(
+                {"attempt": attempt, "error": error.message, "retry_in_seconds": round(delay, 3)})
             effect.attempts = attempt + 1
-            effect.detail["failed_attempts"] = failures
             if effect.side_effects:  # keep the intent's attempt count current (lazily)
                 journal.write(effect.record(RecordState.STARTED, None, None), Commit.LAZY)
             self._bus.publish(run_id, "tool.retrying", {"seq": effect.seq, "name": effect.name,

@@ -253,7 +253,7 @@ class SQLiteStore:
                 "((status = 'pending' AND (owner IS NULL OR lease_expires_at_ms < :now)) "
                 " OR (status = 'waiting' AND wake_at_ms <= :now) "
                 " OR (status = 'running' AND lease_expires_at_ms < :now))")
-            params: dict[str, Any] = {"now": now_ms, "limit": limit, "me": owner}
+            params: dict[str, Any] = {"now": now_ms, "limit": limit}
             if run_ids is not None:
                 marks = ",".join(f":id{i}" for i in range(len(run_ids)))
                 params.update({f"id{i}": run_id for i, run_id in enumerate(run_ids)})

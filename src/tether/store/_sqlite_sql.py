@@ -90,14 +90,17 @@ CREATE = Bulk("create", 0, _insert_runs)
 Finish = tuple[str, int, str, str | None, str | None, int]  # run, fence, status, result, error, now
 
 
+# Settling a run: its outcome, and it is released (no owner, no timer, a new fence).
+_SETTLE = ("UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
+           "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, updated_at_ms = ?, "
+           "finished_at_ms = ?, fence = fence + 1 WHERE run_id = ?")
+
+
 def finish_run(conn: sqlite3.Connection, finish: Finish) -> None:
     """Settle one run under its fence; a child run's end is signalled to its parent."""
     run_id, fence, status, result, error, now_ms = finish
     row = conn.execute(
-        "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
-        "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, updated_at_ms = ?, "
-        "finished_at_ms = ?, fence = fence + 1 "
-        "WHERE run_id = ? AND fence = ? AND status = 'running' RETURNING parent_run_id",
+        _SETTLE + " AND fence = ? AND status = 'running' RETURNING parent_run_id",
         (status, result, error, now_ms, now_ms if RunStatus(status).is_terminal else None,
          run_id, fence)).fetchone()
     if row is None:
@@ -157,11 +160,8 @@ def deliver(conn: sqlite3.Connection, run_id: str, name: str, data: str | None,
 def settle(conn: sqlite3.Connection, run: Run, status: RunStatus, result: str | None,
            error: str | None, now_ms: int) -> None:
     """Settle a run whatever its fence (operators: cancel, resolve --fail)."""
-    conn.execute(
-        "UPDATE runs SET status = ?, result_json = ?, error_json = ?, owner = NULL, "
-        "lease_expires_at_ms = 0, wake_at_ms = NULL, waiting_for = NULL, updated_at_ms = ?, "
-        "finished_at_ms = ?, fence = fence + 1 WHERE run_id = ?",
-        (str(status), result, error, now_ms, now_ms if status.is_terminal else None, run.run_id))
+    conn.execute(_SETTLE, (str(status), result, error, now_ms,
+                           now_ms if status.is_terminal else None, run.run_id))
     if run.parent_run_id is not None:
         notify_parent(conn, run.parent_run_id, (run.run_id, 0, str(status), result, error, now_ms))
 
