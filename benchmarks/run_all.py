@@ -1,4 +1,4 @@
-"""Run the benchmarks (B1-B4; the framework comparison on request) and print one markdown
+"""Run the benchmarks (B1-B9; the framework comparison on request) and print one markdown
 table of the results.
 
 Each script runs in its own process; its JSON lines are collected (``--json-out`` keeps them)
@@ -24,10 +24,15 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     "b2": ("b2_concurrent.py", [], ["--runs", "1000"]),
     "b3": ("b3_recovery.py", [], ["--runs", "200"]),
     "b4": ("b4_footprint.py", [], ["--runs", "200"]),
+    "b5": ("b5_model_call.py", [], ["--calls", "50"]),
+    "b6": ("b6_mcp_call.py", [], ["--calls", "50"]),
+    "b7": ("b7_sandbox_launch.py", [], []),
+    "b8": ("b8_governance.py", [], ["--calls", "500", "--steps", "200"]),
+    "b9": ("b9_workers.py", [], ["--runs", "300"]),
     # Optional, not run by default: needs LangGraph and DBOS in .venv-bench.
     "compare": ("compare_frameworks.py", [], ["--runs", "200"]),
 }
-DEFAULT = ["b1", "b2", "b3", "b4"]
+DEFAULT = ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"]
 
 
 def run_script(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:

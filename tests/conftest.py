@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import tether
+from peers import drop_postgres_schema, postgres_schema_url, schema_for
 from tether.config import Settings
 
 # CI machines are shared and slow; a property run may take longer than hypothesis's default.
@@ -23,12 +24,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every runtime test runs on both engines: memory:// and a real SQLite file."""
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every runtime test runs on each engine: memory://, a real SQLite file, and a schema of
+    its own on the PostgreSQL server (dropped afterwards)."""
     if request.param == "memory":
-        return "memory://"
-    return f"sqlite:///{tmp_path / 'tether.db'}"
+        yield "memory://"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tether.db'}"
+    else:
+        schema = schema_for(tmp_path)
+        yield postgres_schema_url(schema)
+        drop_postgres_schema(schema)
 
 
 @pytest.fixture
@@ -50,7 +57,8 @@ async def runtime(db_url: str) -> AsyncIterator[tether.Runtime]:
 
 @pytest.fixture(autouse=True)
 def _no_tether_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests must not pick up a developer's TETHER_* settings."""
+    """Tests must not pick up a developer's TETHER_* settings (``TETHER_TEST_*`` say where
+    the test peers are: see ``tests/peers.py``)."""
     for name in list(os.environ):
-        if name.startswith("TETHER_"):
+        if name.startswith("TETHER_") and not name.startswith("TETHER_TEST_"):
             monkeypatch.delenv(name)

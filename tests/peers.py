@@ -7,6 +7,7 @@ fails the test, so a broken CI machine cannot pass by skipping.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -50,3 +51,23 @@ def executable(name: str) -> str:
         missing(f"{name} is not installed")
     assert found is not None
     return found
+
+
+def postgres_schema_url(name: str) -> str:
+    """A URL for a PostgreSQL schema of its own (``drop_postgres_schema`` removes it)."""
+    base = postgres_url()
+    return f"{base}{'&' if '?' in base else '?'}schema={name}"
+
+
+def drop_postgres_schema(name: str) -> None:
+    """Remove a schema a test made, and everything in it."""
+    import psycopg
+
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def schema_for(directory: Path) -> str:
+    """The PostgreSQL schema of a test's directory: a test that reopens its store finds its
+    data again, and no two tests share one."""
+    return "t_" + hashlib.sha256(str(directory).encode()).hexdigest()[:16]

@@ -27,7 +27,8 @@ class Settings:
     """Everything a runtime needs to know, validated when built."""
 
     db: str = DEFAULT_DB
-    """Where runs live: ``sqlite:///path``, ``sqlite:////abs/path`` or ``memory://``."""
+    """Where runs live: ``sqlite:///path``, ``sqlite:////abs/path``,
+    ``postgresql://user@host:port/db[?schema=NAME]`` (many workers) or ``memory://``."""
 
     durability: Durability = "power"
     """``power``: a committed record survives power loss (SQLite synchronous=FULL, an fsync per
@@ -96,9 +97,11 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
         if self.memory_sleep_seconds < 0:
             raise ConfigError("memory_sleep_seconds must not be negative")
-        if not (self.db.startswith(("sqlite://", "postgresql://")) or self.db == "memory://"):
+        if not (self.db.startswith(("sqlite://", "postgresql://", "postgres://"))
+                or self.db == "memory://"):
             raise ConfigError(
-                f"db must be sqlite:///PATH or memory://, not {self.db!r}")
+                f"db must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory://, "
+                f"not {self.db!r}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
@@ -131,6 +134,26 @@ def _coerce(name: str, raw: object, source: str) -> object:
     return raw
 
 
+def config_file(path: Path | None) -> Path | None:
+    """The config file to read: ``path`` when given, else ``./tether.toml`` if it exists."""
+    if path is None and Path("tether.toml").is_file():
+        return Path("tether.toml")
+    return path
+
+
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file's tables; a missing or malformed file is a ``ConfigError`` naming it.
+
+    Every part of Tether that has a table in ``tether.toml`` reads the file through this.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_settings(
     path: Path | None = None,
     *,
@@ -151,15 +174,9 @@ def load_settings(
     known = {name for name, _ in SETTINGS}
     values: dict[str, object] = {}
     sources: dict[str, str] = {}  # where each value came from, for error messages
-    if path is None and Path("tether.toml").is_file():
-        path = Path("tether.toml")
+    path = config_file(path)
     if path is not None:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        document = read_toml(path)
         table = document.get("runtime", {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [runtime] must be a table")

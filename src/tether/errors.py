@@ -8,17 +8,34 @@ Each class has a stable ``code`` (what the CLI prints and the HTTP API returns) 
     │   ├── ConfigError              config
     │   ├── RunNotFound              run.not_found
     │   ├── RunConflict              run.conflict        same run id, different agent or input
-    │   └── AgentNotFound            agent.not_found
+    │   ├── AgentNotFound            agent.not_found
+    │   ├── PolicyInvalid            policy.invalid      policy, schema or entity files do not load
+    │   └── ApprovalNotFound         approval.not_found
     ├── StoreError                   store               the database failed (retryable)
     │   ├── StoreCorrupt             store.corrupt       not a Tether database, or damaged
     │   ├── SchemaTooNew             store.schema_too_new
     │   └── LeaseLost                store.lease_lost    another worker owns the run now
+    ├── PolicyDenied                 policy.denied       no policy permits it, one forbids it, or
+    │                                                    evaluating one failed (fail closed)
     ├── NonDeterminismError          journal.nondeterminism
     ├── ToolError                    tool.failed         a tool raised; carries its type and message
     │   ├── ToolArgumentError        tool.bad_arguments  the arguments do not match the schema
     │   ├── ToolTimeout              tool.timeout        (retryable)
-    │   └── UnknownTool              tool.unknown
-    ├── ModelError                   model.failed
+    │   ├── UnknownTool              tool.unknown
+    │   └── MCPServerError           tool.mcp_server     the MCP server is down, or went away
+    │                                                    during the call (retryable)
+    ├── SandboxError                 sandbox.failed      the sandbox broke or could not start
+    │   ├── SandboxUnavailable       sandbox.unavailable a layer the profile needs is missing here
+    │   └── SandboxUnsafe            sandbox.unsafe      the payload would run as root or with
+    │                                                    capabilities: refused
+    ├── ModelError                   model.failed        names the model and its base_url
+    │   ├── ModelRequestRejected     model.bad_request   400/422: the provider refused the request
+    │   │   └── ContextOverflow      model.context_overflow  the conversation is too long
+    │   ├── ModelAuthError           model.auth          401/403: the key is missing, wrong or not allowed
+    │   ├── ModelNotFound            model.not_found     404: no such model or endpoint
+    │   ├── ModelRateLimited         model.rate_limited  429 after every retry (retryable)
+    │   ├── ModelUnavailable         model.unavailable   5xx, timeout, dropped connection (retryable)
+    │   └── ModelBadResponse         model.bad_response  the reply could not be read
     ├── StepError                    step.failed         a ``ctx.step`` function raised
     ├── WaitTimeout                  run.wait_timeout    ``ctx.wait`` saw no signal in time
     ├── ChildRunFailed               run.child_failed
@@ -83,6 +100,39 @@ class RunConflict(UsageError):
 
 class AgentNotFound(UsageError):
     code = "agent.not_found"
+
+
+class PolicyInvalid(ConfigError):
+    """The governance files (policies, schema, entities) cannot be loaded as they are."""
+
+    code = "policy.invalid"
+
+
+class ApprovalNotFound(UsageError):
+    code = "approval.not_found"
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"no approval with id {approval_id!r} (list them with "
+                         "`tether approvals ls`)")
+        self.approval_id = approval_id
+
+
+class PolicyDenied(TetherError):
+    """A policy refused an action. ``policies`` names the ``@id`` of every policy that decided
+    (empty when nothing permits it: default deny); ``errors`` holds evaluation errors, which
+    deny whatever the policies said."""
+
+    code = "policy.denied"
+
+    def __init__(self, message: str, *, action: str = "", resource: str = "",
+                 policies: list[str] | None = None, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.action, self.resource = action, resource
+        self.policies, self.errors = list(policies or []), list(errors or [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "action": self.action, "resource": self.resource,
+                "policies": self.policies, "errors": self.errors}
 
 
 class StoreError(TetherError):
@@ -163,8 +213,82 @@ class UnknownTool(ToolError):
     code = "tool.unknown"
 
 
+class MCPServerError(ToolError):
+    """The MCP server behind a tool could not be reached: it would not start, it is being
+    restarted, or it went away during the call (whose outcome is then unknown). Retryable: the
+    server is restarted with backoff."""
+
+    code = "tool.mcp_server"
+    retryable = True
+
+
+class SandboxError(TetherError):
+    """A sandbox could not be set up, or broke; nothing ran outside it."""
+
+    code = "sandbox.failed"
+
+
+class SandboxUnavailable(SandboxError):
+    """A layer the profile needs is missing on this machine; the message says what to install
+    (``tether doctor`` lists every layer)."""
+
+    code = "sandbox.unavailable"
+
+
+class SandboxUnsafe(SandboxError):
+    """Checked from the host, a sandboxed process ran as uid 0 or held capabilities: it was
+    killed before the payload started."""
+
+    code = "sandbox.unsafe"
+
+
 class ModelError(TetherError):
+    """A model call failed. Provider errors name the model, where it was called and, for HTTP
+    errors, the status; ``attempts`` counts the tries made before giving up."""
+
     code = "model.failed"
+
+    def __init__(self, message: str, *, model: str = "", base_url: str = "",
+                 status: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.model, self.base_url, self.status, self.attempts = model, base_url, status, attempts
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.model:  # only provider errors carry these; older records have none
+            data.update(model=self.model, base_url=self.base_url, status=self.status,
+                        attempts=self.attempts)
+        return data
+
+
+class ModelRequestRejected(ModelError):
+    code = "model.bad_request"
+
+
+class ContextOverflow(ModelRequestRejected):
+    code = "model.context_overflow"
+
+
+class ModelAuthError(ModelError):
+    code = "model.auth"
+
+
+class ModelNotFound(ModelError):
+    code = "model.not_found"
+
+
+class ModelRateLimited(ModelError):
+    code = "model.rate_limited"
+    retryable = True
+
+
+class ModelUnavailable(ModelError):
+    code = "model.unavailable"
+    retryable = True
+
+
+class ModelBadResponse(ModelError):
+    code = "model.bad_response"
 
 
 class StepError(TetherError):
@@ -224,7 +348,13 @@ class RunCancelled(BaseException):
 
 ERROR_TYPES: dict[str, type[TetherError]] = {
     cls.__name__: cls
-    for cls in (TetherError, UsageError, ConfigError, StoreError, ModelError, WaitTimeout)
+    for cls in (TetherError, UsageError, ConfigError, StoreError, WaitTimeout)
+}
+
+MODEL_ERROR_TYPES: dict[str, type[ModelError]] = {
+    cls.__name__: cls
+    for cls in (ModelError, ModelRequestRejected, ContextOverflow, ModelAuthError, ModelNotFound,
+                ModelRateLimited, ModelUnavailable, ModelBadResponse)
 }
 
 
@@ -232,16 +362,27 @@ def error_from_json(data: dict[str, Any]) -> TetherError:
     """Rebuild an error raised into agent code from its journaled form (replay)."""
     kind = data.get("type", "")
     message = str(data.get("message", ""))
-    if kind in ("ToolError", "ToolArgumentError", "ToolTimeout", "UnknownTool") or "tool" in data:
+    if kind in ("ToolError", "ToolArgumentError", "ToolTimeout", "UnknownTool",
+                "MCPServerError") or "tool" in data:
         tool_cls: type[ToolError] = {
             "ToolArgumentError": ToolArgumentError, "ToolTimeout": ToolTimeout,
-            "UnknownTool": UnknownTool,
+            "UnknownTool": UnknownTool, "MCPServerError": MCPServerError,
         }.get(kind, ToolError)
         return tool_cls(str(data.get("tool", "")), message,
                         error_type=str(data.get("error_type", "")),
                         attempts=int(data.get("attempts", 1)))
     if kind == "StepError" or "step" in data:
         return StepError(str(data.get("step", "")), message, error_type=str(data.get("error_type", "")))
+    if kind in MODEL_ERROR_TYPES:
+        status = data.get("status")
+        return MODEL_ERROR_TYPES[kind](
+            message, model=str(data.get("model", "")), base_url=str(data.get("base_url", "")),
+            status=None if status is None else int(status), attempts=int(data.get("attempts", 1)))
+    if kind == "PolicyDenied":
+        return PolicyDenied(message, action=str(data.get("action", "")),
+                            resource=str(data.get("resource", "")),
+                            policies=[str(p) for p in data.get("policies") or []],
+                            errors=[str(e) for e in data.get("errors") or []])
     if kind == "WaitTimeout":
         return WaitTimeout(str(data.get("signal", "")), float(data.get("timeout_seconds", 0)))
     return ERROR_TYPES.get(kind, TetherError)(message)

@@ -43,24 +43,37 @@ class RunStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens a model call consumed, as the provider reported them."""
+    """Tokens a model call consumed, as the provider reported them, and what they cost.
+
+    ``input_tokens`` counts every input token, cached ones included (``cache_read_tokens``
+    were served from the provider's prompt cache, ``cache_write_tokens`` written to it), so
+    the four counts mean the same for every provider. ``cost_usd`` is None when no price is
+    known for the model (a local server, say).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cost_usd: float | None = None
 
     def to_json(self) -> JSONObject:
-        """The usage as a JSON object."""
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cache_read_tokens": self.cache_read_tokens,
-                "cache_write_tokens": self.cache_write_tokens}
+        """The usage as a JSON object (``cost_usd`` only when known)."""
+        data: JSONObject = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                            "cache_read_tokens": self.cache_read_tokens,
+                            "cache_write_tokens": self.cache_write_tokens}
+        if self.cost_usd is not None:
+            data["cost_usd"] = self.cost_usd
+        return data
 
     @classmethod
     def from_json(cls, data: JSONObject) -> Usage:
-        """Read usage back from ``to_json`` output (missing counts are 0)."""
+        """Read usage back from ``to_json`` output (missing counts are 0, a missing cost None),
+        so records written before a field existed stay readable."""
+        cost = data.get("cost_usd")
         return cls(**{k: int(data.get(k, 0)) for k in
-                      ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")})
+                      ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
+                   cost_usd=None if cost is None else float(cost))
 
 
 @dataclass(frozen=True, slots=True)

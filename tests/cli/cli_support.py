@@ -95,7 +95,7 @@ def snapshot(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with closing(sqlite3.connect(db_path)) as conn:
         tables = [row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {table: conn.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()  # noqa: S608 - names come from sqlite_master
+        return {table: conn.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
                 for table in tables}
 
 

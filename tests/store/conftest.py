@@ -1,7 +1,8 @@
 """The ``store`` fixture: each protocol test runs once per engine.
 
-To add an engine (PostgreSQL), add its name to ``ENGINES`` and a branch to ``build_store``
-that skips when its server is not configured; every test in this directory then covers it.
+PostgreSQL tests each get a schema of their own (named after the test's directory, so a test
+that reopens a store finds its data again), dropped when the test ends; without
+``TETHER_TEST_POSTGRES_URL`` they skip locally and fail in CI (``tests/peers.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from peers import drop_postgres_schema, postgres_schema_url, schema_for
 from tether.store import MemoryStore, SQLiteStore, Store
 
-ENGINES = ("memory", "sqlite")
+ENGINES = ("memory", "sqlite", "postgres")
 
 # Long enough that a lazy write is committed only by a later durable one within a test, so
 # the ordering tests see what the protocol promises rather than a timer that happened to fire.
@@ -27,7 +29,13 @@ def build_store(engine: str, directory: Path, *, flush_interval_ms: int = LAZY_F
         return MemoryStore()
     if engine == "sqlite":
         return SQLiteStore(directory / "tether.db", flush_interval_ms=flush_interval_ms)
+    if engine == "postgres":
+        from tether.store import PostgresStore
+
+        return PostgresStore(postgres_schema_url(schema_for(directory)),
+                             flush_interval_ms=flush_interval_ms)
     raise AssertionError(f"unknown engine {engine!r}")
+
 
 
 @pytest.fixture(params=ENGINES)
@@ -40,8 +48,12 @@ def engine(request: pytest.FixtureRequest) -> str:
 async def store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
     """An open store of each engine, closed after the test."""
     opened = build_store(engine, tmp_path)
-    await opened.open()
     try:
-        yield opened
+        await opened.open()
+        try:
+            yield opened
+        finally:
+            await opened.aclose()
     finally:
-        await opened.aclose()
+        if engine == "postgres":
+            drop_postgres_schema(schema_for(tmp_path))

@@ -216,7 +216,7 @@ async def test_durability_sets_the_writers_synchronous_mode(
         await store.create_run(new_run("r1"), now_ms=T0, owner=None, lease_ms=LEASE_MS)
         writer = store._writer
         assert writer is not None
-        (synchronous,) = writer._conn.execute("PRAGMA synchronous").fetchone()
+        (synchronous,) = writer.conn.execute("PRAGMA synchronous").fetchone()
         assert synchronous == expected
     finally:
         await store.aclose()

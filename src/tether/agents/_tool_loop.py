@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from tether.errors import ToolError, ToolLoopExhausted
+from tether.errors import PolicyDenied, ToolError, ToolLoopExhausted
 from tether.models import Model
 from tether.runtime import Context
 from tether.tools import Tool
@@ -67,6 +67,8 @@ class ToolLoop:
                 content = json.dumps(await pending)
             except ToolError as exc:  # the model sees the error and may try again
                 content = json.dumps({"error": exc.message, "type": exc.error_type})
+            except PolicyDenied as exc:  # and a refusal, so it can answer without that tool
+                content = json.dumps({"error": exc.message, "type": "PolicyDenied"})
             results[index] = {"role": "tool", "tool_call_id": call.id, "name": call.name,
                               "content": content}
 

@@ -14,6 +14,9 @@ import click
 
 from tether.config import Settings, load_settings
 from tether.errors import TetherError, UsageError
+from tether.governance import Governance
+from tether.models import ModelConfig, load_model_configs
+from tether.runtime import Stage
 from tether.types import JSONObject, RunStatus
 
 T = TypeVar("T")
@@ -29,6 +32,19 @@ class CLIState:
 
     def settings(self) -> Settings:
         return load_settings(self.config, db=self.db, durability=self.durability)
+
+    def models(self) -> dict[str, ModelConfig]:
+        """The ``[models.NAME]`` tables of the config file, with ``TETHER_MODELS__*``."""
+        return load_model_configs(self.config)
+
+    def governance(self) -> Governance | None:
+        """Governance from the ``[governance]`` table of the config file, if it has one."""
+        return Governance.from_config(self.config)
+
+    def stages(self) -> list[Stage]:
+        """The pipeline stages the config asks for (governance), for every runtime here."""
+        governance = self.governance()
+        return [] if governance is None else governance.stages()
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

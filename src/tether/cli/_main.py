@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 import click
 
+from tether.cli._approvals import approvals_group
+from tether.cli._audit import audit_group
 from tether.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -22,6 +24,9 @@ from tether.cli._common import (
     run_async,
 )
 from tether.cli._format import RECORD_HEADER, event_line, record_line, run_header, run_line
+from tether.cli._migrate import migrate_command
+from tether.cli._policy import policy_group
+from tether.cli._sandbox import doctor_command, sandbox_group
 from tether.config import DEFAULT_DB, SETTINGS
 from tether.errors import RunNotFound, TetherError, UsageError
 from tether.runtime import RunHandle, Runtime, Subscription
@@ -34,7 +39,8 @@ _SETTINGS_HELP = ", ".join(variable for _, variable in SETTINGS)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog=f"Settings come from tether.toml ([runtime] table) and {_SETTINGS_HELP}.")
 @click.option("--db", envvar="TETHER_DB", default=None, metavar="URL",
-              help=f"sqlite:///PATH or memory:// (default {DEFAULT_DB}).")
+              help=f"sqlite:///PATH, postgresql://USER@HOST:PORT/DB[?schema=NAME] or memory:// "
+                   f"(default {DEFAULT_DB}).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A tether.toml (default: ./tether.toml when present).")
 @click.option("--durability", type=click.Choice(["power", "process"]), default=None,
@@ -104,7 +110,8 @@ def run_command(state: CLIState, agent_ref: str, input_text: str | None, run_id:
 
     async def main() -> Run:
         data = parse_json(input_text, "--input", object_only=True)
-        async with Runtime(settings=state.settings(), worker=False) as rt:
+        async with Runtime(settings=state.settings(), worker=False,
+                           models=state.models(), stages=state.stages()) as rt:
             events = rt.events.subscribe() if follow else None
             handle = await rt.start(agent_ref, data, run_id=run_id, thread_id=thread_id)
             return await _settle(handle, events)
@@ -123,7 +130,8 @@ def resume_command(state: CLIState, run_id: str, follow: bool, as_json: bool) ->
     """Resume one run here (replaying its journal) and wait until it settles."""
 
     async def main() -> Run:
-        async with Runtime(settings=state.settings(), worker=False) as rt:
+        async with Runtime(settings=state.settings(), worker=False,
+                           models=state.models(), stages=state.stages()) as rt:
             events = rt.events.subscribe() if follow else None
             return await _settle(await rt.resume(run_id), events)
 
@@ -148,7 +156,9 @@ def worker_command(state: CLIState, once: bool, concurrency: int | None, follow:
         settings = state.settings()
         if concurrency is not None:
             settings = settings.replace(max_concurrent_runs=concurrency)
-        async with Runtime(settings=settings, worker=True) as rt, anyio.create_task_group() as group:
+        async with Runtime(settings=settings, worker=True, models=state.models(),
+                           stages=state.stages()) as rt, \
+                anyio.create_task_group() as group:
             if follow:
                 async def printer() -> None:
                     async with rt.events.subscribe() as events:
@@ -300,15 +310,27 @@ def runs_cancel(state: CLIState, run_id: str, reason: str) -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".tether/demo"), show_default=True,
               help="Where the demo keeps its database and outbox.")
-def demo_command(directory: Path) -> None:
+@click.option("--model", default=None, metavar="NAME",
+              help="Run the agent on a model from tether.toml ([models.NAME]) or PROVIDER:MODEL "
+                   "instead of the scripted one.")
+@click.pass_obj
+def demo_command(state: CLIState, directory: Path, model: str | None) -> None:
     """Run an agent, SIGKILL it mid-run, resume it, and show what the journal saved."""
     from tether.demo import run_demo
 
     try:
-        code = run_demo(directory)
+        code = run_demo(directory, model, state.config)
     except TetherError as exc:
         fail(f"{exc.code}: {exc.message}")
     sys.exit(code)
+
+
+cli.add_command(sandbox_group)
+cli.add_command(doctor_command)
+cli.add_command(policy_group)
+cli.add_command(approvals_group)
+cli.add_command(audit_group)
+cli.add_command(migrate_command)
 
 
 def main() -> None:

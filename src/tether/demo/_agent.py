@@ -86,7 +86,15 @@ LOOP = ToolLoop(MODEL, tools=[lookup_order, reserve_stock, send_receipt],
                 system="You are a support agent for an online shop.", max_steps=8)
 
 
+MODEL_VARIABLE = "TETHER_DEMO_MODEL"
+"""Names a configured model (``tether demo --model NAME``) to use instead of the script."""
+
+
 @tether.agent(name="support", version="demo-1", tools=[lookup_order, reserve_stock, send_receipt])
 async def support(ctx: tether.Context, question: str) -> str:
     """Answer a customer's question about an order."""
-    return await LOOP.run(ctx, question)
+    model = os.environ.get(MODEL_VARIABLE)
+    if not model:
+        return await LOOP.run(ctx, question)
+    loop = ToolLoop(model, tools=LOOP.tools, system=LOOP.system, max_steps=LOOP.max_steps)
+    return await loop.run(ctx, question)

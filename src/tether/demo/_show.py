@@ -15,7 +15,8 @@ import anyio
 import click
 
 from tether.config import load_settings
-from tether.demo._agent import MODEL_LATENCY_SECONDS
+from tether.demo._agent import MODEL_LATENCY_SECONDS, MODEL_VARIABLE
+from tether.models import load_model_configs
 from tether.runtime import Runtime
 from tether.store import Record, SQLiteStore
 
@@ -50,27 +51,38 @@ def _describe(record: Record) -> str:
     return text
 
 
-def run_demo(directory: Path) -> int:
-    """Run the demo; returns the process exit status (0 when everything held)."""
+def run_demo(directory: Path, model: str | None = None, config: Path | None = None) -> int:
+    """Run the demo; returns the process exit status (0 when everything held).
+
+    Args:
+        directory: where the database, counters and outbox go.
+        model: a model configured in ``config`` (or ``provider:model``) instead of the script.
+        config: the ``tether.toml`` naming the model (default ``./tether.toml``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     for stale in [*directory.glob("demo.db*"), *directory.glob("*.calls"),
                   *directory.glob("*.attempts"), directory / "outbox.jsonl"]:
         stale.unlink(missing_ok=True)
-    return anyio.run(_demo, directory)
+    return anyio.run(_demo, directory, model, config)
 
 
-async def _demo(directory: Path) -> int:
+async def _demo(directory: Path, model: str | None, config: Path | None) -> int:
     db_path = directory / "demo.db"
     db_url = f"sqlite:///{db_path}"
     os.environ["TETHER_DEMO_DIR"] = str(directory)  # the tools keep their counters there
     run_id = "demo-" + secrets.token_hex(4)
+    models = load_model_configs(config)  # a bad [models] table fails here, before any run
+    if model:
+        os.environ[MODEL_VARIABLE] = model  # the worker process inherits it
 
     _say("Tether demo: a durable agent run survives SIGKILL")
-    _say(f"database {db_path}  (the scripted model takes {MODEL_LATENCY_SECONDS} s per reply)")
+    _say(f"database {db_path}  (model: {model})" if model else
+         f"database {db_path}  (the scripted model takes {MODEL_LATENCY_SECONDS} s per reply)")
     _say()
     _say(f"1. A worker process starts run {run_id} of agent `support`:")
     process = await anyio.open_process(
-        [sys.executable, "-m", "tether", "--db", db_url, "run", "tether.demo:support",
+        [sys.executable, "-m", "tether", "--db", db_url,
+         *(["--config", str(config)] if config else []), "run", "tether.demo:support",
          "--input", json.dumps({"question": QUESTION}), "--run-id", run_id],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "TETHER_DB": db_url})
@@ -89,9 +101,15 @@ async def _demo(directory: Path) -> int:
                     if record.seq not in shown and record.state != "started":
                         _say(_describe(record))
                         shown.add(record.seq)
-                if any(r.name == "send_receipt" and r.state == "ok" for r in records):
+                # A real model need not follow the script: pull the plug after its first
+                # tool result instead of after the receipt.
+                crash_after = "send_receipt" if not model else None
+                if any(r.kind == "tool" and r.state == "ok"
+                       and crash_after in (None, r.name) for r in records):
                     break
                 if process.returncode is not None:
+                    if model and any(r.kind == "llm" and r.state == "ok" for r in records):
+                        break  # the model answered before any tool: nothing to crash into
                     _say("   the worker exited before the crash point; see `tether runs show`")
                     return 1
                 await anyio.sleep(0.05)
@@ -109,8 +127,8 @@ async def _demo(directory: Path) -> int:
 
     _say()
     _say("3. A fresh runtime sees the dead owner, claims the run and replays it:")
-    settings = load_settings(db=db_url)
-    async with Runtime(settings=settings, worker=True) as rt:
+    settings = load_settings(config, db=db_url)
+    async with Runtime(settings=settings, worker=True, models=models) as rt:
         async with rt.events.subscribe(run_id) as events:
             handle = rt.handle(run_id)
             with anyio.fail_after(60):
@@ -138,7 +156,12 @@ async def _demo(directory: Path) -> int:
     _say("Look closer:")
     _say(f"   {tether} --db {db_url} runs show {run_id}")
     _say(f"   {tether} --db {db_url} runs ls")
-    held = len(outbox) == 1 and len(lookups) == 1 and len(receipts) == 1 and len(attempts) == 2
+    if model:  # whatever the model chose to call: no side effect ran twice for one call
+        keys = [json.loads(line)["key"] for line in outbox]
+        held = len(keys) == len(set(keys)) and len(attempts) <= 2 * len(set(attempts))
+    else:
+        held = (len(outbox) == 1 and len(lookups) == 1 and len(receipts) == 1
+                and len(attempts) == 2)
     if not held:
         _say("UNEXPECTED: a side effect ran more than once; please report this.")
     return 0 if held else 1

@@ -9,6 +9,11 @@ from tether.types import JSONObject, Reply
 DeltaCallback = Callable[[str], None]
 """Receives streamed text as it arrives (published as events; the reply is journaled once)."""
 
+RetryCallback = Callable[[int, str, float], None]
+"""Told ``(failed attempt, error message, seconds until the next one)`` before a provider
+retries a call. Text already streamed by the failed attempt is void: the next attempt streams
+the reply again from its start."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -37,6 +42,7 @@ class ModelRequest:
     run_id: str = ""
     call_index: int = 0
     on_delta: DeltaCallback | None = None
+    on_retry: RetryCallback | None = None
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ from tether.errors import ModelError, StepError, TetherError, ToolError
 from tether.models import Model, ModelRequest, ToolSpec
 from tether.runtime._events import EventBus
 from tether.runtime._pipeline import Effect
+from tether.sandbox import Sandbox
 from tether.store import Commit, RecordState
 from tether.tools import Tool, invoke
 from tether.types import JSONObject, Reply
@@ -59,11 +60,12 @@ class Executor:
     """Dispatches an effect to the code that carries it out, by kind."""
 
     def __init__(self, *, clock: Clock, bus: EventBus, limiter_for: LimiterFor,
-                 start_child: StartChild) -> None:
+                 start_child: StartChild, sandbox: Sandbox | None = None) -> None:
         self._clock = clock
         self._bus = bus
         self._limiter_for = limiter_for
         self._start_child = start_child
+        self._sandbox = sandbox
 
     def by_kind(self) -> dict[str, Callable[[Effect], Awaitable[Any]]]:
         """The executor of each effect kind."""
@@ -94,9 +96,17 @@ class Executor:
         effect.attempts = first
         if effect.resumed and effect.side_effects:
             journal.write(effect.record(RecordState.STARTED, None, None), Commit.LAZY)
+        bus = self._bus
+
+        def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            bus.publish(run_id, "tool.progress", {"seq": effect.seq, "name": effect.name,
+                                                  "progress": progress, "total": total,
+                                                  "message": message})
+
         return await invoke(request.tool, dict(request.kwargs), run_id=run_id, seq=effect.seq,
                             first_attempt=first, sleep=self._clock.sleep, on_retry=on_retry,
-                            limiter=self._limiter_for(request.tool))
+                            limiter=self._limiter_for(request.tool), sandbox=self._sandbox,
+                            on_progress=on_progress if request.tool.context_param else None)
 
     async def _llm(self, effect: Effect) -> JSONObject:
         call: ModelCall = effect.request
@@ -106,10 +116,23 @@ class Executor:
         def on_delta(text: str) -> None:
             bus.publish(run_id, "llm.delta", {"seq": effect.seq, "text": text})
 
+        def on_retry(attempt: int, error: str, delay: float) -> None:
+            # On the record and on the bus, as tool retries are; text streamed by the failed
+            # attempt is void (the next attempt streams the reply from its start).
+            effect.detail.setdefault("failed_attempts", []).append(
+                {"attempt": attempt, "error": error, "retry_in_seconds": round(delay, 3)})
+            effect.attempts = attempt + 1
+            bus.publish(run_id, "llm.retrying", {"seq": effect.seq, "name": effect.name,
+                                                 "attempt": attempt, "error": error,
+                                                 "retry_in_seconds": delay})
+
         try:
             reply = await call.model.complete(ModelRequest(
                 call.messages, call.tools, run_id=run_id, call_index=call.call_index,
-                on_delta=on_delta if bus.active else None))
+                on_delta=on_delta if bus.active else None, on_retry=on_retry))
+        except ModelError as exc:
+            effect.attempts = max(effect.attempts, exc.attempts)
+            raise
         except TetherError:
             raise
         except Exception as exc:

@@ -24,14 +24,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tether import _json
 from tether._clock import Clock
 from tether.errors import StepError, StoreError, TetherError, ToolError, error_from_json
 from tether.journal import RunJournal
 from tether.runtime._events import EventBus
-from tether.store import Commit, Record, RecordState
+from tether.store import Commit, NewRun, Record, RecordState, Store
 from tether.types import JSONObject, Run
 
 
@@ -69,6 +69,12 @@ class RunScope:
     journal: RunJournal
     stop: StopFlag = field(default_factory=StopFlag)
     llm_calls: int = 0  # model calls so far, replayed ones included (ModelRequest.call_index)
+    park: Callable[..., Awaitable[bool]] | None = None
+    """Parks the run durably, ``park(wake_at_ms=..., waiting_for=...)`` (False when the awaited
+    signal is already there), for a stage that waits on something outside the run (an
+    approval); the stage then raises ``Suspended``. Set by the runtime."""
+    stage_state: dict[str, Any] | None = None
+    """What stages keep about this execution of the run, each under its own key."""
 
 
 @dataclass(slots=True, eq=False)
@@ -110,6 +116,14 @@ class Stage(Protocol):
         """The effect kinds this stage acts on; None for every kind."""
 
     async def __call__(self, effect: Effect, call_next: Handler) -> Any: ...
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """A stage that also decides whether a run may be created (``Runtime.start``); it refuses
+    by raising a ``TetherError``, and no run is created."""
+
+    async def admit(self, run: NewRun, store: Store) -> None: ...
 
 
 def build_pipeline(stages: Sequence[Stage], executors: Mapping[str, Handler],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import heapq
 import logging
@@ -42,7 +43,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.journal import RunJournal
-from tether.models import Model
+from tether.models import Model, ModelConfig, ModelRegistry, load_model_configs
 from tether.runtime._agent import Agent, load_agent
 from tether.runtime._context import Context
 from tether.runtime._events import EventBus
@@ -50,6 +51,7 @@ from tether.runtime._executors import ChildStart, Executor
 from tether.runtime._owner import new_owner_id, owner_is_dead
 from tether.runtime._pipeline import (
     Abandoned,
+    Admission,
     Effect,
     EventStage,
     Handler,
@@ -61,6 +63,7 @@ from tether.runtime._pipeline import (
     build_pipeline,
     core_stages,
 )
+from tether.sandbox import Sandbox, load_sandbox_config
 from tether.store import Claim, NewRun, Record, Store, open_store
 from tether.tools import Tool
 from tether.types import JSON, JSONObject, Run, RunStatus
@@ -150,18 +153,26 @@ class Runtime:
         db: where runs live (``sqlite:///path``, ``memory://``); overrides ``settings.db``.
         settings: runtime settings (default: ``tether.toml`` and ``TETHER_*`` variables).
         agents: agents to register up front (others register when first started).
-        models: models ``ctx.llm`` may name, as a list (by their ``name``) or a mapping.
+        models: models ``ctx.llm`` may name, as a list (by their ``name``) or a mapping of
+            names to model objects or ``ModelConfig``s. Without ``settings``, the
+            ``[models.NAME]`` tables of ``./tether.toml`` are read too (these win). A name that
+            is neither may be ``provider:model`` (``openai:gpt-4o-mini``).
         clock: time source (a fake one in tests).
         worker: also claim and run runs this runtime did not start (left by dead processes,
             due timers, delivered signals). With False, only runs started here are driven.
         stages: extra pipeline stages, placed after validation and before the intent.
         store: a store object to use instead of the one ``db`` names.
+        sandbox: where tools declared with ``sandbox=PROFILE`` run (default: one with the
+            ``[sandbox]`` profiles of ``./tether.toml``); its warm pools live while the
+            runtime is open.
     """
 
     def __init__(self, db: str | None = None, *, settings: Settings | None = None,
-                 agents: Sequence[Agent] = (), models: Sequence[Model] | Mapping[str, Model] = (),
+                 agents: Sequence[Agent] = (), models: Sequence[Model] | Mapping[str, Model | ModelConfig] = (),
                  clock: Clock | None = None, worker: bool = True, stages: Sequence[Stage] = (),
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, sandbox: Sandbox | None = None) -> None:
+        configured = load_model_configs() if settings is None else {}
+        self.sandbox = sandbox or Sandbox(load_sandbox_config())
         settings = settings or load_settings()
         self.settings = settings.replace(db=db) if db is not None else settings
         self.clock: Clock = clock or SystemClock()
@@ -173,12 +184,15 @@ class Runtime:
         self._agents_by_name: dict[str, Agent] = {}
         for item in agents:
             self._register(item)
-        self._models: dict[str, Model] = dict(models) if isinstance(models, Mapping) else {
-            model.name: model for model in models}
+        self._models = ModelRegistry(configured)
+        for name, model in (models.items() if isinstance(models, Mapping)
+                            else ((model.name, model) for model in models)):
+            self._models.add(name, model)
         stage_list = core_stages(self.events, self.clock)
         stage_list[2:2] = list(stages)  # after JournalStage and ValidateStage
+        self._admissions = [stage for stage in stages if isinstance(stage, Admission)]
         executors = Executor(clock=self.clock, bus=self.events, limiter_for=self._limiter,
-                             start_child=self._start_child).by_kind()
+                             start_child=self._start_child, sandbox=self.sandbox).by_kind()
         self._pipelines: dict[str, Handler] = build_pipeline(stage_list, executors)
         # The same without the event stage, for when nobody listens (the common case):
         # one coroutine frame less for every effect to climb through.
@@ -204,6 +218,7 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
+        self.store.watch(self._woken_by_store)
         await self.store.open()
         self._tune_interpreter()
         self._task_group = anyio.create_task_group()
@@ -211,6 +226,7 @@ class Runtime:
         self._open = True
         self._task_group.start_soon(self._dispatch_loop)
         self._task_group.start_soon(self._heartbeat_loop)
+        self.sandbox.start_pools_in(self._task_group)  # warm pools, filled on first use
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -237,6 +253,8 @@ class Runtime:
                 finally:
                     await self.store.aclose()
                     self._restore_interpreter()
+                    await self._models.aclose()  # the model clients' connections
+                    await self.sandbox.aclose()  # idle warm workers
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop taking runs, let every effect in flight finish, and stop each run before its
@@ -296,13 +314,7 @@ class Runtime:
                             "MODULE:AGENT")
 
     def _model(self, model: str | Model) -> Model:
-        if not isinstance(model, str):
-            return model
-        found = self._models.get(model)
-        if found is None:
-            raise UsageError(f"unknown model {model!r}; models given to this runtime: "
-                             + (", ".join(sorted(self._models)) or "none"))
-        return found
+        return self._models.resolve(model)
 
     def _limiter(self, tool: Tool) -> anyio.CapacityLimiter | None:
         if tool.max_concurrency is None:
@@ -343,11 +355,14 @@ class Runtime:
         """
         resolved = self._agent(agent)
         data = resolved.validate_input(input or {})
-        run = await self._create(NewRun(
+        new = NewRun(
             run_id=run_id or new_run_id(), agent=resolved.name, agent_version=resolved.version,
             agent_ref=resolved.ref, input=_json.encode(data),
             tenant=tenant or self.settings.tenant, principal=principal or self.settings.principal,
-            thread_id=thread_id), data)
+            thread_id=thread_id)
+        for admission in self._admissions:  # e.g. governance: may this principal start it?
+            await admission.admit(new, self.store)
+        run = await self._create(new, data)
         return RunHandle(self, run.run_id, run, self._watch(run.run_id))
 
     async def run(self, agent: Agent | str, input: JSONObject | None = None, *,
@@ -504,13 +519,24 @@ class Runtime:
     def _wake(self) -> None:
         self._wakeup.set()
 
+    def _woken_by_store(self, at_ms: int | None) -> None:
+        """Another process made work (a store that can tell, e.g. PostgreSQL NOTIFY)."""
+        if not self._worker:
+            return  # a runtime that only drives its own runs has nothing to claim
+        if at_ms is not None:
+            heapq.heappush(self._timers, at_ms)
+        self._wake()
+
     def _launch(self, claim: Claim, *, fresh: bool) -> None:
         loop = asyncio.get_running_loop()
         self._active[claim.run.run_id] = loop.create_task(self._execute(claim, fresh))
 
     async def _dispatch_loop(self) -> None:
         while True:
-            await self._claim_runnable()
+            try:
+                await self._claim_runnable()
+            except StoreError as exc:  # the database is away: keep polling until it is back
+                logger.warning("cannot claim runs: %s", exc.message)
             timeout = self.settings.poll_interval_seconds
             now = self.clock.now_ms()
             while self._timers and self._timers[0] <= now:
@@ -544,8 +570,15 @@ class Runtime:
             await anyio.sleep(interval)
             if not self._active:
                 continue
-            lost = await self.store.heartbeat(owner=self.owner, run_ids=list(self._active),
-                                              now_ms=self.clock.now_ms(), lease_ms=self._lease_ms)
+            try:
+                lost = await self.store.heartbeat(owner=self.owner, run_ids=list(self._active),
+                                                  now_ms=self.clock.now_ms(),
+                                                  lease_ms=self._lease_ms)
+            except StoreError as exc:
+                # The database is away. Runs keep going; their writes fail (and they stop)
+                # until it is back; if it stays away, the leases lapse and others take over.
+                logger.warning("cannot renew leases: %s", exc.message)
+                continue
             for run_id in lost:  # cancelled elsewhere, or taken over: stop acting for it
                 task = self._active.get(run_id)
                 if task is not None:
@@ -574,6 +607,7 @@ class Runtime:
         journal = RunJournal(self.store, run.run_id, claim.fence, records,
                              lazy_limit=self.settings.lazy_records_per_run)
         scope = RunScope(run, journal, self._stop)
+        scope.park = functools.partial(self._suspend, scope)
         try:
             agent = self._agent_for_run(run)
         except AgentNotFound as exc:
@@ -592,6 +626,15 @@ class Runtime:
             status, error = RunStatus.NEEDS_ATTENTION, exc.error
         except StoreError:
             return  # the journal refused a write: another worker or the operator has the run
+        except BaseExceptionGroup as group:
+            # Parallel effects in a task group (ToolLoop): the run parked or stopped in one of
+            # them arrives wrapped; anything else in the group is the run's failure.
+            rest = group.split((Suspended, Abandoned))[1]
+            if rest is None:
+                return
+            if not isinstance(rest, Exception):
+                raise
+            status, error = RunStatus.FAILED, failure_json(rest)
         except Exception as exc:  # noqa: BLE001 - any agent failure is the run's outcome
             status, error = RunStatus.FAILED, failure_json(exc)
         if journal.write_failed is not None:

@@ -1,20 +1,29 @@
 """Persistence: the ``Store`` protocol and its engines.
 
 Layout: ``_protocol.py`` (Store, rows, Commit), ``_common.py`` (rules both engines share),
-``_sqlite.py`` + ``_sqlite_writer.py`` (embedded default, group commit), ``_memory.py``
+``_writer.py`` (group commit, shared by the SQL engines), ``_sqlite.py`` (embedded default),
+``_postgres.py`` (many workers), ``_memory.py``
 (``memory://``), ``migrations/`` (versioned schema scripts).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tether.config import Settings
 from tether.errors import ConfigError
-from tether.store._common import CHILD_SIGNAL_PREFIX
+from tether.store._common import (
+    AUDIT_GENESIS,
+    CHILD_SIGNAL_PREFIX,
+    approval_signal,
+    chain_hash,
+)
 from tether.store._memory import MemoryStore
 from tether.store._protocol import (
     MISSING,
+    Approval,
+    AuditRow,
     Claim,
     Commit,
     Created,
@@ -24,14 +33,28 @@ from tether.store._protocol import (
     Record,
     RecordState,
     Store,
+    Waker,
 )
 from tether.store._sqlite import SQLiteStore
 
+if TYPE_CHECKING:
+    from tether.store._postgres import PostgresStore
+
 __all__ = [
+    "AUDIT_GENESIS", "Approval", "AuditRow", "approval_signal", "chain_hash",
     "CHILD_SIGNAL_PREFIX", "MISSING", "Claim", "Commit", "Created", "MemoryStore", "Missing",
-    "NewRun", "OwnerIsDead", "Record", "RecordState", "SQLiteStore", "Store", "open_store",
-    "sqlite_path",
+    "NewRun", "OwnerIsDead", "PostgresStore", "Record", "RecordState", "SQLiteStore", "Store",
+    "Waker", "open_store", "sqlite_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresStore needs the optional driver: imported when first asked for.
+    if name == "PostgresStore":
+        from tether.store._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sqlite_path(url: str) -> Path:
@@ -51,5 +74,13 @@ def open_store(settings: Settings) -> Store:
         return SQLiteStore(sqlite_path(url), durability=settings.durability,
                            flush_interval_ms=settings.flush_interval_ms,
                            flush_max_records=settings.flush_max_records)
-    raise ConfigError(f"db {url!r}: this Tether supports sqlite:///PATH and memory:// "
-                      "(PostgreSQL support is planned)")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from tether.store._postgres import PostgresStore  # the driver is an optional extra
+        except ImportError:
+            raise ConfigError(f"db {url!r} needs the PostgreSQL driver: "
+                              "pip install 'tether[postgres]'") from None
+        return PostgresStore(url, flush_interval_ms=settings.flush_interval_ms,
+                             flush_max_records=settings.flush_max_records)
+    raise ConfigError(f"db {url!r}: write sqlite:///PATH, postgresql://USER@HOST:PORT/DB "
+                      "or memory://")

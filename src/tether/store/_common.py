@@ -2,13 +2,61 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 
 from tether.errors import UsageError
-from tether.store._protocol import Record, RecordState
+from tether.store._protocol import Approval, Claim, Created, NewRun, Record, RecordState
 from tether.types import JSONObject, Run, RunStatus
 
 CHILD_SIGNAL_PREFIX = "tether.child:"
+
+# Both SQL engines name their columns alike and read rows in this order.
+RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, result_json, "
+               "error_json, thread_id, parent_run_id, tenant, principal, created_at_ms, "
+               "updated_at_ms, wake_at_ms, waiting_for, owner")
+RECORD_COLUMNS = ("seq, kind, name, digest, state, value_json, attempts, started_at_ms, "
+                  "finished_at_ms, detail_json")
+INSERT_RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, "
+                      "thread_id, parent_run_id, tenant, principal, owner, fence, "
+                      "lease_expires_at_ms, created_at_ms, updated_at_ms")
+
+
+def new_run_row(new: NewRun, *, now_ms: int, owner: str | None, lease_ms: int,
+                ) -> tuple[tuple[Any, ...], Created]:
+    """A new run's row (``INSERT_RUN_COLUMNS``) and what ``create_run`` answers once it is
+    inserted: running and claimed with fence 1 when it has an owner, else pending."""
+    status = RunStatus.RUNNING if owner else RunStatus.PENDING
+    fence = 1 if owner else 0
+    values = (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input,
+              str(status), new.thread_id, new.parent_run_id, new.tenant, new.principal,
+              owner, fence, now_ms + lease_ms if owner else 0, now_ms, now_ms)
+    run = Run(run_id=new.run_id, agent=new.agent, agent_version=new.agent_version,
+              agent_ref=new.agent_ref, input=json.loads(new.input), status=status,
+              thread_id=new.thread_id, parent_run_id=new.parent_run_id, tenant=new.tenant,
+              principal=new.principal, created_at_ms=now_ms, updated_at_ms=now_ms,
+              owner=owner)
+    return values, Created(run, Claim(run, fence) if owner else None)
+
+
+def run_from_row(row: tuple[Any, ...] | list[Any]) -> Run:
+    """A ``Run`` from a row of ``RUN_COLUMNS``."""
+    return Run(
+        run_id=row[0], agent=row[1], agent_version=row[2], agent_ref=row[3],
+        input=json.loads(row[4]), status=RunStatus(row[5]),
+        result=None if row[6] is None else json.loads(row[6]),
+        error=None if row[7] is None else json.loads(row[7]),
+        thread_id=row[8], parent_run_id=row[9], tenant=row[10], principal=row[11],
+        created_at_ms=row[12], updated_at_ms=row[13], wake_at_ms=row[14], waiting_for=row[15],
+        owner=row[16],
+    )
+
+
+def record_row(run_id: str, r: Record) -> tuple[Any, ...]:
+    """A journal row (run id, then ``RECORD_COLUMNS``) from a record."""
+    return (run_id, r.seq, r.kind, r.name, r.digest, r.state, r.value, r.attempts,
+            r.started_at_ms, r.finished_at_ms, r.detail)
 
 
 def child_signal(run_id: str, status: RunStatus, result: str | None, error: str | None,
@@ -58,3 +106,34 @@ def failed_by_operator(run: Run) -> str:
 def refuse_signal_if_ended(run: Run) -> None:
     if run.status.is_terminal:
         raise UsageError(f"run {run.run_id} is {run.status}; it takes no more signals")
+
+
+# -- audit trail and approvals (tether.governance) -------------------------------------------
+
+AUDIT_GENESIS = "0" * 64
+"""The ``previous hash`` of a tenant's first audit record."""
+
+
+def chain_hash(previous: str, body: str) -> str:
+    """The hash of an audit record: SHA-256 over the previous record's hash and this body,
+    so changing, removing, inserting or moving any record breaks every later link."""
+    return hashlib.sha256((previous + body).encode()).hexdigest()
+
+
+APPROVAL_SIGNAL_PREFIX = "tether.approval:"
+APPROVAL_DECISIONS = ("approved", "denied", "expired")
+
+
+def approval_signal(seq: int) -> str:
+    """The signal that wakes a run when the approval of its tool call at ``seq`` is decided."""
+    return f"{APPROVAL_SIGNAL_PREFIX}{seq}"
+
+
+def check_decidable(approval: Approval, status: str) -> None:
+    """Refuse deciding an approval twice, or with a status that is not a decision."""
+    if status not in APPROVAL_DECISIONS:
+        raise UsageError(f"an approval is decided as one of {', '.join(APPROVAL_DECISIONS)}, "
+                         f"not {status!r}")
+    if approval.status != "pending":
+        by = f" by {approval.decided_by}" if approval.decided_by else ""
+        raise UsageError(f"approval {approval.approval_id} was {approval.status}{by} already")

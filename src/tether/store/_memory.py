@@ -19,8 +19,11 @@ from tether.store._common import (
     refuse_signal_if_ended,
     resolved_record,
 )
+from tether.store._memory_governance import MemoryGovernance
 from tether.store._protocol import (
     MISSING,
+    Approval,
+    AuditRow,
     Claim,
     Commit,
     Created,
@@ -29,6 +32,7 @@ from tether.store._protocol import (
     OwnerIsDead,
     Record,
     RecordState,
+    Waker,
 )
 from tether.types import JSONObject, Run, RunStatus
 
@@ -44,16 +48,21 @@ class _Row:
     signals: list[list[str | int | None]] = field(default_factory=list)
 
 
-class MemoryStore:
+class MemoryStore(MemoryGovernance):
     """A store in process memory; see the module docstring."""
 
     location = "memory://"
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
+        self._audit: dict[str, list[AuditRow]] = {}
+        self._approvals: dict[str, Approval] = {}
 
     async def open(self) -> None:
         return None
+
+    def watch(self, wake: Waker) -> None:
+        pass  # nothing tells another process's writes apart: workers poll
 
     async def aclose(self) -> None:
         return None

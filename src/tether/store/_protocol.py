@@ -115,8 +115,58 @@ class Missing:
 MISSING = Missing()
 """``take_signal`` found no signal (distinct from a signal whose data is null)."""
 
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One record of a tenant's audit chain. ``body`` is canonical JSON text; ``hash`` is
+    ``chain_hash(previous row's hash, body)`` (``AUDIT_GENESIS`` before the first row)."""
+
+    tenant: str
+    idx: int
+    body: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A tool call held for a person's decision. ``approval_id`` is ``<run_id>:<seq>``;
+    ``args``, ``message`` and ``policies`` are JSON text; ``status`` is ``pending``,
+    ``approved``, ``denied`` or ``expired``."""
+
+    approval_id: str
+    run_id: str
+    seq: int
+    tenant: str
+    principal: str
+    agent: str
+    tool: str
+    args: str
+    message: str | None
+    policies: str
+    status: str
+    requested_at_ms: int
+    expires_at_ms: int
+    decided_by: str | None = None
+    reason: str | None = None
+    decided_at_ms: int | None = None
+
+    def to_json(self) -> JSONObject:
+        """The approval with its JSON fields decoded, for people and scripts."""
+        return {"approval_id": self.approval_id, "run_id": self.run_id, "seq": self.seq,
+                "tenant": self.tenant, "principal": self.principal, "agent": self.agent,
+                "tool": self.tool, "args": json.loads(self.args),
+                "message": None if self.message is None else json.loads(self.message),
+                "policies": json.loads(self.policies), "status": self.status,
+                "requested_at_ms": self.requested_at_ms, "expires_at_ms": self.expires_at_ms,
+                "decided_by": self.decided_by, "reason": self.reason,
+                "decided_at_ms": self.decided_at_ms}
+
+
 OwnerIsDead = Callable[[str], bool]
 """Tells whether a worker named in ``runs.owner`` is known to be dead (same host, no process)."""
+
+Waker = Callable[[int | None], None]
+"""Called on the event loop when another process may have made work: ``wake(None)`` for
+work now (a new run, a delivered signal, released runs), ``wake(at_ms)`` for a timer due then."""
 
 
 class Store(Protocol):
@@ -131,6 +181,11 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Commit what is queued and close."""
+        ...
+
+    def watch(self, wake: Waker) -> None:
+        """Ask to be woken when other processes make work. Stores that cannot tell (an SQLite
+        file, memory) ignore this: their workers poll every ``poll_interval_seconds``."""
         ...
 
     # -- runs ------------------------------------------------------------------------------
@@ -229,3 +284,44 @@ class Store(Protocol):
         text, or ``MISSING``."""
         ...
 
+    # -- audit trail and approvals (tether.governance) -------------------------------------
+
+    def append_audit(self, tenant: str, bodies: list[str], commit: Commit,
+                     ) -> Awaitable[None] | None:
+        """Append records to ``tenant``'s hash chain: each gets the next ``idx`` (from 1) and
+        ``hash = chain_hash(previous hash, body)``, computed where appends are serialized (in
+        the writing transaction), so concurrent writers never fork the chain. Same commit
+        rules as ``append``."""
+        ...
+
+    async def load_audit(self, tenant: str, *, after_idx: int = 0, limit: int | None = None,
+                         ) -> list[AuditRow]:
+        """A tenant's committed audit rows with ``idx > after_idx``, by idx."""
+        ...
+
+    async def audit_tenants(self) -> list[str]:
+        """Every tenant that has audit rows, sorted."""
+        ...
+
+    async def audit_head(self, tenant: str) -> AuditRow | None:
+        """The last committed row of a tenant's chain, or None."""
+        ...
+
+    async def request_approval(self, approval: Approval) -> Approval:
+        """Record a pending approval (durably); when one with that id exists already, it is
+        returned unchanged (a replay asks again for the same call)."""
+        ...
+
+    async def decide_approval(self, approval_id: str, *, status: str, by: str, reason: str,
+                              now_ms: int) -> Approval:
+        """Settle a pending approval (``approved``, ``denied`` or ``expired``) and, in the same
+        transaction, deliver the signal ``approval_signal(seq)`` to its run unless the run has
+        ended. Raises ``ApprovalNotFound``, or ``UsageError`` when it is no longer pending."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(self, *, status: str | None = None, limit: int = 100,
+                             ) -> list[Approval]:
+        """Oldest request first."""
+        ...

@@ -1,7 +1,7 @@
 """``SQLiteStore``: the embedded default. One file, WAL, one writer thread with group commit.
 
 Reads run on worker threads over their own read-only connections (WAL lets them read while
-the writer writes). Writes go through ``SQLiteWriter``; see that module for the batching rules.
+the writer writes). Writes go through the ``BatchWriter`` (``_writer.py``: the batching rules).
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ import threading
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 
 from tether.config import Durability
 from tether.errors import SchemaTooNew, StoreCorrupt, StoreError
 from tether.store._common import (
+    RECORD_COLUMNS,
+    RUN_COLUMNS,
     check_resolvable,
     failed_by_operator,
+    new_run_row,
+    record_row,
     refuse_signal_if_ended,
     resolved_record,
+    run_from_row,
 )
 from tether.store._protocol import (
     MISSING,
@@ -35,13 +40,13 @@ from tether.store._protocol import (
     OwnerIsDead,
     Record,
     RecordState,
+    Waker,
 )
+from tether.store._sqlite_governance import SQLiteGovernance
 from tether.store._sqlite_sql import (
     APPEND,
     CREATE,
     FINISH,
-    RECORD_COLUMNS,
-    RUN_COLUMNS,
     Append,
     Finish,
     append,
@@ -49,21 +54,45 @@ from tether.store._sqlite_sql import (
     deliver,
     finish_run,
     insert_run,
-    record_row,
     require_run,
-    run_from_row,
     select_run,
     settle,
     upsert_rows,
 )
-from tether.store._sqlite_writer import Bulk, SQLiteWriter, store_error
+from tether.store._writer import BatchWriter
 from tether.types import JSONObject, Run, RunStatus
 
 T = TypeVar("T")
 
 READ_CONNECTIONS = 4
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "sqlite_0001_init.sql"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "sqlite_0001_init.sql", 2: "sqlite_0002_governance.sql"}
+
+
+def store_error(exc: Exception, location: str) -> StoreError:
+    """Map an sqlite3 error to Tether's tree, with advice a person can act on."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+            "malformed" in text or "not a database" in text):
+        return StoreCorrupt(f"{location} is damaged ({text}); restore it from a backup, "
+                            "or point --db at another file")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{location} is locked by another process for too long ({text})")
+    return StoreError(f"{location}: {text}")
+
+
+class _SQLiteDialect:
+    driver_error: ClassVar[type[Exception]] = sqlite3.Error
+    begin: ClassVar[str] = "BEGIN IMMEDIATE"  # take the write lock now, not at the first write
+
+    def in_transaction(self, conn: sqlite3.Connection) -> bool:
+        return conn.in_transaction
+
+    def store_error(self, exc: Exception, location: str) -> StoreError:
+        return store_error(exc, location)
+
+    def recover(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        return conn  # a file connection does not break; the next batch tries again
 
 
 def _statements(script: str) -> list[str]:
@@ -79,7 +108,7 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteGovernance):
     """The embedded store: a single SQLite file in WAL mode."""
 
     def __init__(self, path: str | Path, *, durability: Durability = "power",
@@ -89,7 +118,7 @@ class SQLiteStore:
         self._durability = durability
         self._flush_interval = flush_interval_ms / 1000
         self._flush_max = flush_max_records
-        self._writer: SQLiteWriter | None = None
+        self._writer: BatchWriter | None = None
         # Read connections, reused: at most READ_CONNECTIONS reads run at once (a connection
         # per thread held 40 of them, and their page caches, in a worker resuming 1,000 runs).
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
@@ -101,8 +130,9 @@ class SQLiteStore:
 
     async def open(self) -> None:
         conn = await anyio.to_thread.run_sync(self._open_sync)
-        self._writer = SQLiteWriter(conn, location=self.location,
-                                    flush_interval=self._flush_interval, flush_max=self._flush_max)
+        self._writer = BatchWriter(conn, _SQLiteDialect(), location=self.location,
+                                   flush_interval=self._flush_interval, flush_max=self._flush_max,
+                                   name="tether-sqlite-writer")
         self._writer.start()
 
     def _open_sync(self) -> sqlite3.Connection:
@@ -164,12 +194,14 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
+    def watch(self, wake: Waker) -> None:
+        pass  # nothing tells another process's writes apart: workers poll
+
     async def aclose(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await anyio.to_thread.run_sync(writer.close)
-            writer_conn = writer._conn
-            writer_conn.close()
+            writer.conn.close()
         with self._readers_lock:
             readers, self._readers = self._readers, []
             self._idle_readers = queue.SimpleQueue()
@@ -177,17 +209,6 @@ class SQLiteStore:
             conn.close()
 
     # -- plumbing --------------------------------------------------------------------------
-
-    def _write(self, apply: Callable[[sqlite3.Connection], T],
-               run_key: tuple[str, int] | None = None, *, atomic: bool = False,
-               bulk: Bulk | None = None, payload: Any = None, result: Any = None,
-               ) -> Awaitable[T]:
-        if self._writer is None:
-            raise StoreError(f"{self.location} is not open")
-        future = self._writer.submit(apply, Commit.WAIT, run_key, atomic=atomic, bulk=bulk,
-                                     payload=payload, result=result)
-        assert future is not None
-        return future
 
     def _reader(self) -> sqlite3.Connection:
         try:
@@ -213,30 +234,11 @@ class SQLiteStore:
             self._read_limiter = anyio.CapacityLimiter(READ_CONNECTIONS)
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
-    def forget_claim(self, run_id: str, fence: int) -> None:
-        if self._writer is not None:
-            self._writer.forget((run_id, fence))
-
-    @property
-    def batches(self) -> int:
-        """Transactions committed so far (group commit makes this far below the writes)."""
-        return 0 if self._writer is None else self._writer.batches
-
     # -- runs ------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun, *, now_ms: int, owner: str | None,
                          lease_ms: int) -> Created:
-        status = RunStatus.RUNNING if owner else RunStatus.PENDING
-        fence = 1 if owner else 0
-        values = (new.run_id, new.agent, new.agent_version, new.agent_ref, new.input,
-                  str(status), new.thread_id, new.parent_run_id, new.tenant, new.principal,
-                  owner, fence, now_ms + lease_ms if owner else 0, now_ms, now_ms)
-        run = Run(run_id=new.run_id, agent=new.agent, agent_version=new.agent_version,
-                  agent_ref=new.agent_ref, input=json.loads(new.input), status=status,
-                  thread_id=new.thread_id, parent_run_id=new.parent_run_id, tenant=new.tenant,
-                  principal=new.principal, created_at_ms=now_ms, updated_at_ms=now_ms,
-                  owner=owner)
-        created = Created(run, Claim(run, fence) if owner else None)
+        values, created = new_run_row(new, now_ms=now_ms, owner=owner, lease_ms=lease_ms)
 
         def apply(conn: sqlite3.Connection) -> Created:
             if insert_run(conn, values):
@@ -248,12 +250,17 @@ class SQLiteStore:
     async def claim_runs(self, *, owner: str, now_ms: int, lease_ms: int, limit: int,
                          owner_is_dead: OwnerIsDead, run_ids: list[str] | None = None,
                          ) -> list[Claim]:
+        orphans = self._take_orphans()
+
         def apply(conn: sqlite3.Connection) -> list[Claim]:
             claimable = (
                 "((status = 'pending' AND (owner IS NULL OR lease_expires_at_ms < :now)) "
                 " OR (status = 'waiting' AND wake_at_ms <= :now) "
-                " OR (status = 'running' AND lease_expires_at_ms < :now))")
-            params: dict[str, Any] = {"now": now_ms, "limit": limit}
+                " OR (status = 'running' AND lease_expires_at_ms < :now)"
+                " OR (status = 'running' AND owner = :owner AND run_id IN "
+                "     (SELECT value FROM json_each(:orphans))))")
+            params: dict[str, Any] = {"now": now_ms, "limit": limit, "owner": owner,
+                                      "orphans": json.dumps(orphans)}
             if run_ids is not None:
                 marks = ",".join(f":id{i}" for i in range(len(run_ids)))
                 params.update({f"id{i}": run_id for i, run_id in enumerate(run_ids)})
@@ -285,7 +292,7 @@ class SQLiteStore:
                 if changed:
                     claims.append(Claim(require_run(conn, run_id), fence + 1))
             return claims
-        return await self._write(apply)
+        return await self._write_claim(apply, orphans)
 
     async def heartbeat(self, *, owner: str, run_ids: list[str], now_ms: int,
                         lease_ms: int) -> list[str]:
@@ -397,11 +404,9 @@ class SQLiteStore:
 
     def append(self, run_id: str, fence: int, records: list[Record], commit: Commit,
                ) -> Awaitable[None] | None:
-        if self._writer is None:
-            raise StoreError(f"{self.location} is not open")
         item: Append = (run_id, fence, [record_row(run_id, r) for r in records])
-        return self._writer.submit(lambda conn: append(conn, item), commit, (run_id, fence),
-                                   bulk=APPEND, payload=item)
+        return self._submit(lambda conn: append(conn, item), commit, (run_id, fence),
+                            bulk=APPEND, payload=item)
 
     async def load_journal(self, run_id: str) -> list[Record]:
         rows = await self._read(lambda conn: conn.execute(

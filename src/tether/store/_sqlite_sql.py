@@ -1,29 +1,25 @@
 """The statements the SQLite store runs on the writer's connection, one row at a time and in
 bulk. The bulk forms pass a JSON array that SQLite unpacks with ``json_each``, so a batch of
-thousands of operations is a handful of statements (see ``_sqlite_writer``)."""
+thousands of operations is a handful of statements (see ``_writer``)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
 import orjson
 
 from tether.errors import LeaseLost, RunNotFound, StoreError
-from tether.store._common import child_signal
-from tether.store._protocol import Record
-from tether.store._sqlite_writer import Bulk
+from tether.store._common import (
+    INSERT_RUN_COLUMNS,
+    RECORD_COLUMNS,
+    RUN_COLUMNS,
+    child_signal,
+    run_from_row,
+)
+from tether.store._writer import Bulk
 from tether.types import Run, RunStatus
 
-RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, result_json, "
-               "error_json, thread_id, parent_run_id, tenant, principal, created_at_ms, "
-               "updated_at_ms, wake_at_ms, waiting_for, owner")
-RECORD_COLUMNS = ("seq, kind, name, digest, state, value_json, attempts, started_at_ms, "
-                  "finished_at_ms, detail_json")
-_INSERT_RUN_COLUMNS = ("run_id, agent, agent_version, agent_ref, input_json, status, "
-                       "thread_id, parent_run_id, tenant, principal, owner, fence, "
-                       "lease_expires_at_ms, created_at_ms, updated_at_ms")
 _FORWARD_ONLY = (
     " ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
     "value_json = excluded.value_json, attempts = excluded.attempts, "
@@ -39,18 +35,6 @@ def _columns_of(array_length: int) -> str:
 
 
 # -- runs ------------------------------------------------------------------------------------
-
-def run_from_row(row: tuple[Any, ...]) -> Run:
-    return Run(
-        run_id=row[0], agent=row[1], agent_version=row[2], agent_ref=row[3],
-        input=json.loads(row[4]), status=RunStatus(row[5]),
-        result=None if row[6] is None else json.loads(row[6]),
-        error=None if row[7] is None else json.loads(row[7]),
-        thread_id=row[8], parent_run_id=row[9], tenant=row[10], principal=row[11],
-        created_at_ms=row[12], updated_at_ms=row[13], wake_at_ms=row[14], waiting_for=row[15],
-        owner=row[16],
-    )
-
 
 def select_run(conn: sqlite3.Connection, run_id: str) -> Run | None:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -71,15 +55,15 @@ def check_fence(conn: sqlite3.Connection, run_id: str, fence: int) -> None:
 
 
 def insert_run(conn: sqlite3.Connection, values: tuple[Any, ...]) -> bool:
-    """Insert a run (``_INSERT_RUN_COLUMNS`` order); False when the id exists already."""
+    """Insert a run (``INSERT_RUN_COLUMNS`` order); False when the id exists already."""
     return bool(conn.execute(
-        f"INSERT INTO runs ({_INSERT_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        f"INSERT INTO runs ({INSERT_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT (run_id) DO NOTHING", values).rowcount)
 
 
 def _insert_runs(conn: sqlite3.Connection, many: list[tuple[Any, ...]]) -> bool:
     before = conn.total_changes
-    conn.execute(f"INSERT INTO runs ({_INSERT_RUN_COLUMNS}) SELECT {_columns_of(15)} "
+    conn.execute(f"INSERT INTO runs ({INSERT_RUN_COLUMNS}) SELECT {_columns_of(15)} "
                  "FROM json_each(?) WHERE true ON CONFLICT (run_id) DO NOTHING",
                  (orjson.dumps(many),))
     return conn.total_changes - before == len(many)  # else an id existed: one at a time
@@ -167,11 +151,6 @@ def settle(conn: sqlite3.Connection, run: Run, status: RunStatus, result: str | 
 
 
 # -- journal ---------------------------------------------------------------------------------
-
-def record_row(run_id: str, r: Record) -> tuple[Any, ...]:
-    return (run_id, r.seq, r.kind, r.name, r.digest, r.state, r.value, r.attempts,
-            r.started_at_ms, r.finished_at_ms, r.detail)
-
 
 def upsert_rows(conn: sqlite3.Connection, run_id: str, rows: list[tuple[Any, ...]]) -> None:
     """Insert or move forward journal rows; a final record never changes."""

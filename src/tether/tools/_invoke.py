@@ -6,14 +6,40 @@ from typing import Any
 
 import anyio
 
+from tether import _json
 from tether.errors import TetherError, ToolError, ToolTimeout
-from tether.tools._tool import Tool, ToolContext
+from tether.sandbox import Sandbox
+from tether.tools._tool import ProgressCallback, Tool, ToolContext
 
 OnRetry = Callable[[int, ToolError, float], Awaitable[None]]
 """Called after failed attempt ``n`` with its error and the delay before the next one."""
 
 
-async def _attempt(tool: Tool, kwargs: dict[str, Any]) -> Any:
+async def _sandboxed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
+    if sandbox is None:
+        raise ToolError(tool.name, f"{tool.name} runs in sandbox profile {tool.sandbox!r}, but "
+                                   "this runtime was given no sandbox")
+    kwargs = dict(kwargs)
+    context = kwargs.pop(tool.context_param) if tool.context_param is not None else None
+    outcome = await sandbox.call(
+        tool.fn.__module__, tool.fn.__qualname__, _json.normalize(kwargs),  # type: ignore[arg-type]
+        profile=tool.sandbox or "default", timeout_seconds=tool.timeout,
+        context=None if context is None else {  # what crosses into the sandbox: data only
+            "run_id": context.run_id, "seq": context.seq, "attempt": context.attempt,
+            "idempotency_key": context.idempotency_key, "tool": context.tool})
+    if outcome.ok:
+        return outcome.result
+    if outcome.timed_out:
+        raise ToolTimeout(tool.name, f"{tool.name} did not finish within its time in the "
+                                     f"sandbox; every process of it was killed")
+    detail = f"\n\n{outcome.traceback.rstrip()}" if outcome.traceback else ""
+    raise ToolError(tool.name, f"{outcome.error_type}: {outcome.message}{detail}",
+                    error_type=outcome.error_type)
+
+
+async def _attempt(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
+    if tool.sandbox is not None:
+        return await _sandboxed(tool, kwargs, sandbox)
     if tool.is_async:
         return await tool.fn(**kwargs)
     # A sync tool runs in a thread so it cannot block the event loop. On timeout the thread is
@@ -22,12 +48,12 @@ async def _attempt(tool: Tool, kwargs: dict[str, Any]) -> Any:
                                           abandon_on_cancel=True)
 
 
-async def _timed(tool: Tool, kwargs: dict[str, Any]) -> Any:
+async def _timed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
     if tool.timeout is None:
-        return await _attempt(tool, kwargs)
+        return await _attempt(tool, kwargs, sandbox)
     try:
         with anyio.fail_after(tool.timeout):
-            return await _attempt(tool, kwargs)
+            return await _attempt(tool, kwargs, sandbox)
     except TimeoutError:
         raise ToolTimeout(tool.name, f"{tool.name} did not finish within "
                                      f"{tool.timeout:g} s") from None
@@ -52,7 +78,9 @@ def _retryable(tool: Tool, exc: Exception) -> bool:
 
 async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
                  first_attempt: int, sleep: Callable[[float], Awaitable[None]],
-                 on_retry: OnRetry, limiter: anyio.CapacityLimiter | None = None) -> Any:
+                 on_retry: OnRetry, limiter: anyio.CapacityLimiter | None = None,
+                 on_progress: ProgressCallback | None = None,
+                 sandbox: Sandbox | None = None) -> Any:
     """Call a tool until it succeeds or its retry policy gives up.
 
     Args:
@@ -61,6 +89,8 @@ async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
         sleep: how to wait between attempts (a fake clock's in tests).
         on_retry: told of each failed attempt that will be retried.
         limiter: the tool's concurrency cap in this process, if it has one.
+        sandbox: where tools declared with a sandbox profile run.
+        on_progress: told of the progress the tool reports through its ``ToolContext``.
 
     Raises:
         ToolError: the last attempt's failure (``ToolTimeout`` when it ran out of time).
@@ -69,12 +99,12 @@ async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
     while True:
         if tool.context_param is not None:
             kwargs[tool.context_param] = ToolContext(run_id, seq, attempt, f"{run_id}:{seq}",
-                                                     tool.name)
+                                                     tool.name, on_progress)
         try:
             if limiter is None:
-                return await _timed(tool, kwargs)
+                return await _timed(tool, kwargs, sandbox)
             async with limiter:
-                return await _timed(tool, kwargs)
+                return await _timed(tool, kwargs, sandbox)
         except Exception as exc:
             error = as_tool_error(tool, exc, attempt)
             # max_attempts counts attempts across crashes too; a call resumed after a crash

@@ -4,7 +4,7 @@ import functools
 import inspect
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import pydantic
@@ -54,6 +54,10 @@ class Retry:
 NO_RETRY = Retry(max_attempts=1)
 
 
+ProgressCallback = Callable[[float, float | None, str | None], None]
+"""Receives ``(progress, total, message)`` from a running tool."""
+
+
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """Injected into a tool parameter annotated ``tether.ToolContext``.
@@ -67,6 +71,14 @@ class ToolContext:
     attempt: int
     idempotency_key: str
     tool: str
+    on_progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
+
+    def progress(self, progress: float, total: float | None = None,
+                 message: str | None = None) -> None:
+        """Say how far the call has got: published as a ``tool.progress`` event (not
+        journaled: a replay does not repeat it)."""
+        if self.on_progress is not None:
+            self.on_progress(progress, total, message)
 
 
 class Tool:
@@ -75,7 +87,8 @@ class Tool:
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  description: str | None = None, timeout: float | None = None,
                  retry: Retry | None = None, side_effects: bool = True,
-                 idempotent: bool = False, max_concurrency: int | None = None) -> None:
+                 idempotent: bool = False, max_concurrency: int | None = None,
+                 sandbox: str | None = None) -> None:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"tool {fn.__name__}: timeout must be positive seconds")
         if max_concurrency is not None and max_concurrency < 1:
@@ -89,6 +102,10 @@ class Tool:
         self.side_effects = side_effects
         self.idempotent = idempotent
         self.max_concurrency = max_concurrency
+        if sandbox is not None and (fn.__module__ == "__main__" or "<locals>" in fn.__qualname__):
+            raise ConfigError(f"tool {fn.__name__}: a sandboxed tool must be defined at the top "
+                              "level of an importable module (the sandboxed worker imports it)")
+        self.sandbox = sandbox
         self.is_async = inspect.iscoroutinefunction(fn)
         self._model, injected = arguments_model(
             fn, self.name, skip=lambda annotation: annotation is ToolContext)
@@ -127,13 +144,14 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 def tool(*, name: str | None = None, description: str | None = None,
          timeout: float | None = None, retry: Retry | None = None, side_effects: bool = True,
          idempotent: bool = False, max_concurrency: int | None = None,
-         ) -> Callable[[Callable[..., Any]], Tool]: ...
+         sandbox: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, timeout: float | None = None,
          retry: Retry | None = None, side_effects: bool = True, idempotent: bool = False,
-         max_concurrency: int | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         max_concurrency: int | None = None,
+         sandbox: str | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a sync or async function as a tool.
 
     Args:
@@ -147,10 +165,13 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         idempotent: whether calling again with the same ``ToolContext.idempotency_key`` is
             safe; such a call interrupted by a crash is retried instead of flagged.
         max_concurrency: most calls of this tool in flight at once in one process.
+        sandbox: a sandbox profile name: the function then runs in a sandboxed worker process
+            (arguments and result travel as JSON; an exception comes back as a tool error with
+            its traceback). The function must live at the top level of an importable module.
     """
     options = {"name": name, "description": description, "timeout": timeout, "retry": retry,
                "side_effects": side_effects, "idempotent": idempotent,
-               "max_concurrency": max_concurrency}
+               "max_concurrency": max_concurrency, "sandbox": sandbox}
     if fn is not None:
         return Tool(fn, **options)  # type: ignore[arg-type]
 
