@@ -78,15 +78,24 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A model's request to call one tool. ``id`` pairs the call with its result message."""
+    """A model's request to call one tool. ``id`` pairs the call with its result message.
+
+    ``bad_arguments`` holds what the model sent as arguments when that was not a JSON object
+    (``args`` is then empty): the tool is not called, and the model is told, so it can try
+    again, as it is for arguments that do not fit the tool's schema.
+    """
 
     name: str
     args: JSONObject = field(default_factory=dict)
     id: str = ""
+    bad_arguments: str | None = None
 
     def to_json(self) -> JSONObject:
         """The call as a JSON object."""
-        return {"name": self.name, "args": self.args, "id": self.id}
+        data: JSONObject = {"name": self.name, "args": self.args, "id": self.id}
+        if self.bad_arguments is not None:  # only then: earlier journals read the same
+            data["bad_arguments"] = self.bad_arguments
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +116,8 @@ class Reply:
         """Read a reply back from its journaled form."""
         return cls(
             text=data.get("text"),
-            tool_calls=[ToolCall(c["name"], c.get("args") or {}, c.get("id", ""))
+            tool_calls=[ToolCall(c["name"], c.get("args") or {}, c.get("id", ""),
+                                 c.get("bad_arguments"))
                         for c in data.get("tool_calls") or []],
             usage=Usage.from_json(data.get("usage") or {}),
         )
@@ -118,7 +128,8 @@ class Reply:
         if self.tool_calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.args)}}
+                 "function": {"name": c.name, "arguments": json.dumps(c.args)
+                              if c.bad_arguments is None else c.bad_arguments}}
                 for c in self.tool_calls
             ]
         return message

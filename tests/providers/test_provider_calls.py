@@ -138,6 +138,25 @@ async def test_a_tool_error_goes_back_to_the_model_which_answers(
     assert "no weather station in Atlantis" in json.dumps(model_server.requests(test_id)[-1])
 
 
+async def test_arguments_that_are_not_json_go_back_to_the_model_which_answers(
+        provider: str, make_config: MakeConfig, tmp_path: Path, model_server: ModelServer,
+        test_id: str) -> None:
+    """A model may cut its arguments off. OpenAI-compatible servers pass the text through:
+    the call is not made and the model is told. (The scripted server sends Anthropic an empty
+    object instead, which the tool's schema refuses: the model is told too.)"""
+    run, records, _ = await execute(make_config(provider), weather, "garbled arguments",
+                                    tmp_path)
+    assert run.result == "My call was garbled; I will ask again."
+    told = json.dumps(model_server.requests(test_id)[-1])
+    if provider == "openai":
+        assert [r for r in records if r.kind == "tool"] == []  # never called
+        garbled = json.loads(llm_records(records)[0].value or "")["tool_calls"][0]
+        assert garbled["bad_arguments"] == '{"city": '
+        assert "not a JSON object" in told
+    else:
+        assert "city" in told  # the schema's complaint: city is missing
+
+
 async def test_a_429_is_retried_after_the_time_retry_after_asks_for(
         provider: str, make_config: MakeConfig, tmp_path: Path) -> None:
     config = make_config(provider, retry=ModelRetry(initial_delay=0.01, max_delay=5))

@@ -91,6 +91,7 @@ async def test_tool_calls_of_one_reply_run_in_parallel_and_are_journaled_in_mode
     (ToolCall("add", {"a": 7}, "c1"), "b:"),  # missing
     (ToolCall("add", {"a": 7, "b": 1, "c": 2}, "c1"), "c:"),  # extra
     (ToolCall("multiply", {"a": 7, "b": 1}, "c1"), "multiply"),  # unknown tool
+    (ToolCall("add", {}, "c1", bad_arguments='{"a": 7, "b":'), "not a JSON object"),  # cut off
 ])
 async def test_bad_tool_call_goes_back_to_the_model_which_can_correct_it(
         runtime: tether.Runtime, bad_call: ToolCall, complaint: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from tether.errors import PolicyDenied, ToolError, ToolLoopExhausted
+from tether.errors import PolicyDenied, ToolArgumentError, ToolError, ToolLoopExhausted
 from tether.models import Model
 from tether.runtime import Context
 from tether.tools import Tool
@@ -58,12 +58,19 @@ class ToolLoop:
         raise ToolLoopExhausted(f"no final answer after {self.max_steps} model calls")
 
     async def _call_tools(self, ctx: Context, reply: Reply) -> list[JSONObject]:
-        # Create every call first: each takes its journal seq now, in the model's order.
-        calls = [(call, ctx.tool(call.name, call.args)) for call in reply.tool_calls]
+        # Create every call first: each takes its journal seq now, in the model's order. A
+        # call whose arguments were not a JSON object is not made; the model is told instead.
+        calls = [(call, None if call.bad_arguments is not None else ctx.tool(call.name, call.args))
+                 for call in reply.tool_calls]
         results: list[JSONObject] = [{} for _ in calls]
 
         async def one(index: int, call: ToolCall, pending: Any) -> None:
             try:
+                if pending is None:
+                    raise ToolArgumentError(call.name, (
+                        f"the arguments of this call to {call.name} were not a JSON object "
+                        f"({(call.bad_arguments or '')[:200]!r}); call it again with a JSON object "
+                        "that fits its schema"))
                 content = json.dumps(await pending)
             except ToolError as exc:  # the model sees the error and may try again
                 content = json.dumps({"error": exc.message, "type": exc.error_type})

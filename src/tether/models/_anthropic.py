@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from tether.errors import ModelBadResponse, ModelUnavailable
-from tether.models._failures import CallSite, SDKErrors
+from tether.models._failures import CallSite, SDKErrors, tool_call
 from tether.models._protocol import ModelRequest
 from tether.models._provider import ProviderModel
 from tether.types import JSONObject, Reply, ToolCall, Usage
@@ -162,12 +162,6 @@ async def _streamed(stream: Any, site: CallSite, request: ModelRequest) -> Reply
         raise site.error(ModelUnavailable, "the stream ended before the reply was complete")
     calls = []
     for _, parts in sorted(blocks.items()):
-        raw = "".join(parts[2:]) or "{}"
-        try:
-            args = json.loads(raw)
-        except json.JSONDecodeError:
-            raise site.error(ModelBadResponse, f"the model called {parts[1]!r} with arguments "
-                                               f"that are not JSON: {raw[:200]!r}") from None
-        calls.append(ToolCall(parts[1], args, parts[0]))
+        calls.append(tool_call(parts[1], "".join(parts[2:]), parts[0], site))
     return Reply(text="".join(text) if text else None, tool_calls=calls,
                  usage=_usage(start_usage, output_tokens))

@@ -32,6 +32,7 @@ from tether.errors import (
 )
 from tether.models._config import ModelRetry
 from tether.models._protocol import RetryCallback
+from tether.types import ToolCall
 
 T = TypeVar("T")
 
@@ -76,6 +77,19 @@ class CallSite:
               attempts: int = 1) -> ModelError:
         return cls(f"{self.who()}: {message}", model=self.name, base_url=self.base_url,
                    status=status, attempts=attempts)
+
+
+def tool_call(name: str, arguments: str | None, call_id: str, site: CallSite) -> ToolCall:
+    """A tool call from the arguments text a model sent. Text that is not a JSON object is
+    kept (redacted, cut) as ``bad_arguments`` for the agent to hand back to the model, rather
+    than failing the whole reply: a model's broken call is the model's to correct."""
+    try:
+        args = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        args = None
+    if isinstance(args, dict):
+        return ToolCall(name, args, call_id)
+    return ToolCall(name, {}, call_id, bad_arguments=site.redact(arguments or ""))
 
 
 def public_url(url: str) -> str:

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 from tether.errors import ModelBadResponse, ModelUnavailable
-from tether.models._failures import CallSite, SDKErrors
+from tether.models._failures import CallSite, SDKErrors, tool_call
 from tether.models._protocol import ModelRequest, ToolSpec
 from tether.models._provider import ProviderModel
-from tether.types import JSONObject, Reply, ToolCall, Usage
+from tether.types import JSONObject, Reply, Usage
 
 # The fields Chat Completions defines per role; anything else in a message stays in Tether.
 _FIELDS = {
@@ -77,27 +77,13 @@ def _usage(raw: Any) -> Usage:
                  cache_read_tokens=cached)
 
 
-def _arguments(text: str | None, name: str, site: CallSite) -> JSONObject:
-    try:
-        args = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        raise site.error(ModelBadResponse, (
-            f"the model called {name!r} with arguments that are not JSON: "
-            f"{site.redact(text or '')[:200]!r}")) from None
-    if not isinstance(args, dict):
-        raise site.error(ModelBadResponse, f"the model called {name!r} with arguments that are "
-                                           f"not a JSON object: {args!r}"[:300])
-    return args
-
-
 def _reply(completion: Any, site: CallSite, tools: list[ToolSpec]) -> Reply:
     choices = getattr(completion, "choices", None)
     if not choices:
         raise site.error(ModelBadResponse, "the reply holds no choices; check that base_url "
                                            "points at a Chat Completions API")
     message = choices[0].message
-    calls = [ToolCall(call.function.name, _arguments(call.function.arguments, call.function.name,
-                                                      site), call.id)
+    calls = [tool_call(call.function.name, call.function.arguments, call.id, site)
              for call in message.tool_calls or ()]
     return Reply(text=message.content, tool_calls=calls, usage=_usage(completion.usage))
 
@@ -130,6 +116,6 @@ async def _streamed(stream: Any, site: CallSite, request: ModelRequest) -> Reply
                             parts.append(call.function.arguments)
     if not finished:
         raise site.error(ModelUnavailable, "the stream ended before the reply was complete")
-    tool_calls = [ToolCall(parts[1], _arguments("".join(parts[2:]), parts[1], site), parts[0])
+    tool_calls = [tool_call(parts[1], "".join(parts[2:]), parts[0], site)
                   for _, parts in sorted(calls.items())]
     return Reply(text="".join(text) if text else None, tool_calls=tool_calls, usage=usage)
