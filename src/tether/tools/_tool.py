@@ -110,6 +110,9 @@ class Tool:
         self._model, injected = arguments_model(
             fn, self.name, skip=lambda annotation: annotation is ToolContext)
         self.context_param = injected[0] if injected else None
+        # Read once: pydantic's class-level ``model_fields`` goes through a descriptor that
+        # cost 1.5% of the event loop at 10,000 concurrent runs (B2) when read on every call.
+        self._fields = tuple(self._model.model_fields)
         self.spec = ToolSpec(self.name, self.description, json_schema(self._model))
         functools.update_wrapper(self, fn)
 
@@ -133,7 +136,7 @@ class Tool:
         except pydantic.ValidationError as exc:
             raise ToolArgumentError(self.name, f"invalid arguments for {self.name}: "
                                                f"{explain(exc)}") from None
-        return {field: getattr(parsed, field) for field in type(parsed).model_fields}
+        return {field: getattr(parsed, field) for field in self._fields}
 
 
 @overload
