@@ -1,4 +1,4 @@
-"""Run the benchmarks (B1-B9; the framework comparison on request) and print one markdown
+"""Run the benchmarks (B1-B13; the framework comparison on request) and print one markdown
 table of the results.
 
 Each script runs in its own process; its JSON lines are collected (``--json-out`` keeps them)
@@ -29,10 +29,14 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     "b7": ("b7_sandbox_launch.py", [], []),
     "b8": ("b8_governance.py", [], ["--calls", "500", "--steps", "200"]),
     "b9": ("b9_workers.py", [], ["--runs", "300"]),
+    "b10": ("b10_server.py", [], ["--requests", "300", "--subscribers", "100"]),
+    "b11": ("b11_limits.py", [], []),
+    "b12": ("b12_telemetry.py", [], ["--steps", "200"]),
+    "b13": ("b13_regions.py", [], ["--runs", "200"]),
     # Optional, not run by default: needs LangGraph and DBOS in .venv-bench.
     "compare": ("compare_frameworks.py", [], ["--runs", "200"]),
 }
-DEFAULT = ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"]
+DEFAULT = ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10", "b11", "b12", "b13"]
 
 
 def run_script(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,101 @@ from tether.errors import ConfigError
 Durability = Literal["power", "process"]
 
 DEFAULT_DB = "sqlite:///.tether/tether.db"
+
+_DB_KINDS = "sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory://"
+
+
+def _db_url_ok(url: str) -> bool:
+    return url.startswith(("sqlite://", "postgresql://", "postgres://")) or url == "memory://"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Regions:
+    """Stores by region, and the region each tenant's data lives in.
+
+    Read from ``[regions.NAME] db = "..."`` tables and the tenants of ``[governance.residency]``
+    (the same list that says where a tenant's data may go says where it is kept: a tenant's
+    home is the first of its regions that has a store). Every run of a tenant, with its
+    journal, signals, approvals, audit chain and budget ledger, is kept only in its home
+    region's store; a tenant with no home is refused (``NoHomeRegion``)."""
+
+    stores: Mapping[str, str]
+    """Each region's database URL, in the order configured. The first also keeps what belongs
+    to no tenant (rate limits kept across tenants)."""
+
+    homes: Mapping[str, str]
+    """Each tenant's home region."""
+
+    def __post_init__(self) -> None:
+        if not self.stores:
+            raise ConfigError("[regions] names no region; add [regions.NAME] with db = \"...\"")
+        seen: dict[str, str] = {}
+        for region, url in self.stores.items():
+            if not _db_url_ok(url):
+                raise ConfigError(f"regions.{region}.db must be {_DB_KINDS}, not {url!r}")
+            if url in seen and url != "memory://":
+                raise ConfigError(f"regions {seen[url]} and {region} name the same database "
+                                  f"{url!r}: each region needs a store of its own")
+            seen[url] = region
+        for tenant, region in self.homes.items():
+            if region not in self.stores:
+                raise ConfigError(f"tenant {tenant!r} lives in region {region!r}, which has no "
+                                  f"store; add [regions.{region}] db = \"...\"")
+            if ":" in tenant or "|" in tenant:
+                # Budget scopes (tenant:NAME:...) and rate-limit keys (|tenant=NAME|) carry
+                # the tenant; these characters would make the region they go to ambiguous.
+                raise ConfigError(f"tenant {tenant!r}: with [regions], a tenant name may not "
+                                  "contain ':' or '|'")
+
+    @classmethod
+    def from_residency(cls, stores: Mapping[str, str],
+                       tenants: Mapping[str, Sequence[str]]) -> Regions:
+        """Each tenant's home: the first of its allowed regions (in the order listed) that has
+        a store. A tenant none of whose regions has one is a ``ConfigError``: its runs could
+        be kept nowhere it allows."""
+        homes = {}
+        for tenant, allowed in tenants.items():
+            home = next((region for region in allowed if region in stores), None)
+            if home is None:
+                raise ConfigError(
+                    f"governance.residency.tenants.{tenant}: none of its regions "
+                    f"({', '.join(allowed) or 'none'}) has a store, so its runs could be kept "
+                    f"nowhere; add [regions.{allowed[0] if allowed else 'NAME'}] db = \"...\"")
+            homes[tenant] = home
+        return cls(stores=dict(stores), homes=homes)
+
+
+def residency_tenants(raw: object) -> dict[str, tuple[str, ...]]:
+    """``[governance.residency] tenants``: each tenant's regions, in the order listed."""
+    if not isinstance(raw, dict):
+        raise ConfigError("governance.residency.tenants must be a table")
+    tenants = {}
+    for tenant, regions in raw.items():
+        if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
+            raise ConfigError(f"governance.residency.tenants.{tenant} must be a list of strings")
+        tenants[str(tenant)] = tuple(regions)
+    return tenants
+
+
+def _regions(document: Mapping[str, Any], path: Path) -> Regions:
+    """``[regions.NAME]`` tables with the tenants of ``[governance.residency]``."""
+    table = document["regions"]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [regions] must hold tables: [regions.NAME] db = \"...\"")
+    stores = {}
+    for region, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) != {"db"} or not isinstance(
+                entry["db"], str):
+            raise ConfigError(f"{path}: [regions.{region}] takes exactly one key, db = \"...\" "
+                              f"({_DB_KINDS})")
+        stores[str(region)] = entry["db"]
+    governance = document.get("governance")
+    residency = governance.get("residency") if isinstance(governance, dict) else None
+    raw = residency.get("tenants", {}) if isinstance(residency, dict) else {}
+    try:
+        return Regions.from_residency(stores, residency_tenants(raw))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,6 +176,11 @@ class Settings:
     principal: str = "default"
     """Principal a run acts for when the caller names none."""
 
+    regions: Regions | None = None
+    """Stores by region, from ``[regions.NAME]`` tables (not a ``[runtime]`` key or a
+    variable): when set, each tenant's data is kept only in its home region's store and ``db``
+    is not used. See ``Regions``."""
+
     def __post_init__(self) -> None:
         if self.durability not in ("power", "process"):
             raise ConfigError(f"durability must be 'power' or 'process', not {self.durability!r}")
@@ -97,11 +197,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
         if self.memory_sleep_seconds < 0:
             raise ConfigError("memory_sleep_seconds must not be negative")
-        if not (self.db.startswith(("sqlite://", "postgresql://", "postgres://"))
-                or self.db == "memory://"):
-            raise ConfigError(
-                f"db must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory://, "
-                f"not {self.db!r}")
+        if not _db_url_ok(self.db):
+            raise ConfigError(f"db must be {_DB_KINDS}, not {self.db!r}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
@@ -110,8 +207,10 @@ class Settings:
 
 SETTINGS: tuple[tuple[str, str], ...] = tuple(
     (f.name, f"TETHER_{f.name.upper()}") for f in dataclasses.fields(Settings)
+    if f.name != "regions"
 )
-"""(setting, environment variable) for every setting."""
+"""(setting, environment variable) for every setting of ``[runtime]`` (``regions`` has tables
+of its own)."""
 
 
 def _coerce(name: str, raw: object, source: str) -> object:
@@ -186,6 +285,8 @@ def load_settings(
                                   + ", ".join(sorted(known)))
             sources[key] = f"{path} runtime.{key}"
             values[key] = _coerce(key, raw, sources[key])
+        if "regions" in document:
+            values["regions"] = _regions(document, path)
     for name, variable in SETTINGS:
         if variable in environ:
             sources[name] = variable

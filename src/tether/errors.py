@@ -10,13 +10,22 @@ Each class has a stable ``code`` (what the CLI prints and the HTTP API returns) 
     │   ├── RunConflict              run.conflict        same run id, different agent or input
     │   ├── AgentNotFound            agent.not_found
     │   ├── PolicyInvalid            policy.invalid      policy, schema or entity files do not load
-    │   └── ApprovalNotFound         approval.not_found
+    │   ├── ApprovalNotFound         approval.not_found
+    │   └── ApprovalExpired          approval.expired    decided after the request expired
     ├── StoreError                   store               the database failed (retryable)
     │   ├── StoreCorrupt             store.corrupt       not a Tether database, or damaged
     │   ├── SchemaTooNew             store.schema_too_new
     │   └── LeaseLost                store.lease_lost    another worker owns the run now
     ├── PolicyDenied                 policy.denied       no policy permits it, one forbids it, or
     │                                                    evaluating one failed (fail closed)
+    ├── RateLimited                  limit.rate          over a rate limit; carries retry_after_seconds
+    │                                                    (retryable)
+    ├── BudgetExceeded               limit.budget        a budget would be overspent; names the scope
+    ├── ResidencyViolation           residency.violation the call would take the tenant's data out of
+    │   │                                                its allowed regions
+    │   └── NoHomeRegion             residency.no_home_region  stores are kept by region and the
+    │                                                    tenant has none of them (fail closed)
+    ├── Unauthenticated              auth.unauthenticated  no API key, or one that is unknown
     ├── NonDeterminismError          journal.nondeterminism
     ├── ToolError                    tool.failed         a tool raised; carries its type and message
     │   ├── ToolArgumentError        tool.bad_arguments  the arguments do not match the schema
@@ -117,6 +126,19 @@ class ApprovalNotFound(UsageError):
         self.approval_id = approval_id
 
 
+class ApprovalExpired(UsageError):
+    """A person decided an approval request after it expired: the call stays refused (the
+    run denies it when it next runs); the agent may ask again."""
+
+    code = "approval.expired"
+
+    def __init__(self, approval_id: str, expires_at_ms: int) -> None:
+        super().__init__(f"approval {approval_id!r} expired at {expires_at_ms} ms (epoch) and "
+                         "can no longer be decided; the run treats the call as refused")
+        self.approval_id = approval_id
+        self.expires_at_ms = expires_at_ms
+
+
 class PolicyDenied(TetherError):
     """A policy refused an action. ``policies`` names the ``@id`` of every policy that decided
     (empty when nothing permits it: default deny); ``errors`` holds evaluation errors, which
@@ -133,6 +155,69 @@ class PolicyDenied(TetherError):
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "action": self.action, "resource": self.resource,
                 "policies": self.policies, "errors": self.errors}
+
+
+class Unauthenticated(TetherError):
+    """An HTTP request came without a valid API key (``Authorization: Bearer tk_...``)."""
+
+    code = "auth.unauthenticated"
+
+
+class RateLimited(TetherError):
+    """A rate limit refused the call, or would have held it longer than its maximum wait.
+    ``retry_after_seconds`` says when the same call would be admitted."""
+
+    code = "limit.rate"
+    retryable = True
+
+    def __init__(self, message: str, *, limit: str = "", key: str = "",
+                 retry_after_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.limit, self.key, self.retry_after_seconds = limit, key, retry_after_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "limit": self.limit, "key": self.key,
+                "retry_after_seconds": self.retry_after_seconds}
+
+
+class BudgetExceeded(TetherError):
+    """Spending ``requested`` more on ``scope`` would pass its ``limit`` (``spent`` so far;
+    amounts in the scope's unit: tokens, calls, or micro-USD for cost)."""
+
+    code = "limit.budget"
+
+    def __init__(self, message: str, *, scope: str = "", limit: int = 0, spent: int = 0,
+                 requested: int = 0) -> None:
+        super().__init__(message)
+        self.scope, self.limit, self.spent, self.requested = scope, limit, spent, requested
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "scope": self.scope, "limit": self.limit,
+                "spent": self.spent, "requested": self.requested}
+
+
+class ResidencyViolation(TetherError):
+    """A model, tool or MCP server outside the tenant's allowed regions (or with no region
+    declared while the tenant is restricted) was refused."""
+
+    code = "residency.violation"
+
+    def __init__(self, message: str, *, tenant: str = "", resource: str = "",
+                 region: str | None = None, allowed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.tenant, self.resource, self.region = tenant, resource, region
+        self.allowed = list(allowed or [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "tenant": self.tenant, "resource": self.resource,
+                "region": self.region, "allowed": self.allowed}
+
+
+class NoHomeRegion(ResidencyViolation):
+    """Stores are configured by region (``[regions.NAME]``) and the tenant has no home region
+    among them: with nowhere its data may be kept, it is kept nowhere."""
+
+    code = "residency.no_home_region"
 
 
 class StoreError(TetherError):
@@ -383,6 +468,20 @@ def error_from_json(data: dict[str, Any]) -> TetherError:
                             resource=str(data.get("resource", "")),
                             policies=[str(p) for p in data.get("policies") or []],
                             errors=[str(e) for e in data.get("errors") or []])
+    if kind == "RateLimited":
+        return RateLimited(message, limit=str(data.get("limit", "")), key=str(data.get("key", "")),
+                           retry_after_seconds=float(data.get("retry_after_seconds", 0)))
+    if kind == "BudgetExceeded":
+        return BudgetExceeded(message, scope=str(data.get("scope", "")),
+                              limit=int(data.get("limit", 0)), spent=int(data.get("spent", 0)),
+                              requested=int(data.get("requested", 0)))
+    if kind in ("ResidencyViolation", "NoHomeRegion"):
+        region = data.get("region")
+        residency_cls = NoHomeRegion if kind == "NoHomeRegion" else ResidencyViolation
+        return residency_cls(message, tenant=str(data.get("tenant", "")),
+                             resource=str(data.get("resource", "")),
+                             region=None if region is None else str(region),
+                             allowed=[str(r) for r in data.get("allowed") or []])
     if kind == "WaitTimeout":
         return WaitTimeout(str(data.get("signal", "")), float(data.get("timeout_seconds", 0)))
     return ERROR_TYPES.get(kind, TetherError)(message)

@@ -16,7 +16,7 @@ from peers import drop_postgres_schema, postgres_schema_url, schema_for
 from tether.errors import UsageError
 from tether.runtime import owner_is_dead
 from tether.runtime._owner import new_owner_id
-from tether.store import Approval, Commit, NewRun, PostgresStore, SQLiteStore
+from tether.store import Approval, Commit, LedgerEntry, NewRun, PostgresStore, SQLiteStore
 from tether.store._common import AUDIT_GENESIS, chain_hash
 from tether.store._transfer import migrate_sqlite_to_postgres
 from tether.types import RunStatus
@@ -85,6 +85,9 @@ async def test_runs_in_every_state_move_to_postgres_and_complete_there(
                                          Commit.WAIT)
             assert pending is not None
             await pending
+        assert await store.ledger_post("sig-0:cost", [
+            LedgerEntry("tenant:default:cost:2026-11", 1_250_000, cap=5_000_000),
+            LedgerEntry("run:sig-0:calls", 3)], now_ms=1)
         await store.request_approval(Approval(
             approval_id="sig-0:1", run_id="sig-0", seq=1, tenant="default",
             principal="default", agent="signal_job", tool="refund", args='{"amount": 900}',
@@ -113,6 +116,11 @@ async def test_runs_in_every_state_move_to_postgres_and_complete_there(
             rows = await pg.load_audit(tenant)
             assert len(rows) == count
             assert verify_chain([(row.idx, row.body, row.hash) for row in rows]), tenant
+        assert await pg.ledger_balances(["tenant:default:cost:2026-11", "run:sig-0:calls"]) == {
+            "tenant:default:cost:2026-11": 1_250_000, "run:sig-0:calls": 3}
+        # The post is remembered: the same post again changes nothing.
+        assert not await pg.ledger_post("sig-0:cost", [LedgerEntry("run:sig-0:calls", 3)],
+                                        now_ms=2)
         approval = await pg.get_approval("sig-0:1")
         assert approval is not None
         assert approval.status == "pending"

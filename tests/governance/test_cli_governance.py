@@ -4,57 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from gov_support import policy_copy
+from gov_support import Env, on_store, rewrite
 
 from peers import executable
-from tether.cli import cli
-
-HERE = Path(__file__).resolve().parent
-
-
-class Env:
-    """A project directory with a tether.toml that turns governance on."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.root = tmp_path
-        policy_copy(tmp_path)
-        self.db = tmp_path / "tether.db"
-        self.ledger = tmp_path / "ledger.jsonl"
-        (tmp_path / "tether.toml").write_text(
-            f'[runtime]\ndb = "sqlite:///{self.db}"\npoll_interval_seconds = 0.05\n\n'
-            '[governance]\npolicy_dir = "policies"\naudit_dir = "audit"\n')
-
-    def env(self, principal: str = "alice") -> dict[str, str]:
-        return {"TETHER_PRINCIPAL": principal, "TETHER_TENANT": "acme",
-                "GOV_LEDGER": str(self.ledger)}
-
-    def cli(self, *args: str, principal: str = "alice") -> tuple[int, str, str]:
-        old = os.getcwd()
-        os.chdir(self.root)
-        try:
-            result = CliRunner().invoke(cli, list(args), env=self.env(principal))
-        finally:
-            os.chdir(old)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result.exit_code, result.stdout, result.stderr
-
-    def process(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The real entry point in its own process."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-        env.update(self.env(), PYTHONPATH=str(HERE))
-        return subprocess.run([sys.executable, "-m", "tether", *args], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+from tether.governance import Governance
+from tether.store import SQLiteStore
 
 
 @pytest.fixture
@@ -65,7 +26,7 @@ def project(tmp_path: Path) -> Env:
 def test_policy_check_validates_and_names_what_is_wrong(project: Env) -> None:
     code, out, _ = project.cli("policy", "check")
     assert code == 0
-    assert "ok: 9 policies (1 needing approval)" in out
+    assert "ok: 10 policies (1 needing approval)" in out
     (project.root / "policies" / "bad.cedar").write_text('permit (principal, action, resource);')
     code, _, err = project.cli("policy", "check")
     assert code == 1
@@ -185,21 +146,10 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Env:
 
 
 def _checkpoint(project: Env) -> None:
-    import anyio
+    async def sign(gov: Governance, store: SQLiteStore) -> None:
+        assert await gov.checkpoint_all(store) == 1
 
-    from tether.governance import Governance
-    from tether.store import SQLiteStore
-
-    async def main() -> None:
-        governance = Governance.from_config(project.root / "tether.toml")
-        assert governance is not None
-        store = SQLiteStore(project.db)
-        await store.open()
-        try:
-            assert await governance.checkpoint_all(store) == 1
-        finally:
-            await store.aclose()
-    anyio.run(main)
+    on_store(project, sign)
 
 
 @pytest.fixture
@@ -247,19 +197,7 @@ def test_audit_verify_names_the_first_bad_record(tampered: Env, sql: str, expect
 
 
 def test_a_chain_rewritten_with_fresh_hashes_fails_its_checkpoint(tampered: Env) -> None:
-    from tether.store import AUDIT_GENESIS, chain_hash
-
-    with closing(sqlite3.connect(tampered.db)) as conn:
-        rows = conn.execute("SELECT idx, body FROM audit WHERE tenant = 'acme' ORDER BY idx"
-                            ).fetchall()
-        previous = AUDIT_GENESIS
-        for idx, body in rows:
-            if idx == 2:
-                body = body.replace('"allow"', '"deny"')
-            previous = chain_hash(previous, body)
-            conn.execute("UPDATE audit SET body = ?, hash = ? WHERE tenant = 'acme' AND idx = ?",
-                         (body, previous, idx))
-        conn.commit()
+    rewrite(tampered, 2, '"allow"', '"deny"')
     code, _, err = tampered.cli("audit", "verify")
     assert code == 1
     assert "does not match the signed checkpoint" in err, err

@@ -3,6 +3,7 @@ rules, tool listing, and reloading when the files change."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,55 @@ def test_doubtful_policy_files_are_refused_naming_the_problem(
     change(policy_dir)
     with pytest.raises(PolicyInvalid, match=message.replace("*", r"\*")):
         PolicyEngine(policy_dir).check()
+
+
+def _with_principals(policy_dir: Path, *entities: dict[str, Any]) -> None:
+    """Let users and service accounts go without a tenant or be marked global, and add
+    ``entities`` (as a deployment with operators that serve every tenant would)."""
+    schema = policy_dir / "schema.cedarschema"
+    schema.write_text(schema.read_text()
+                      .replace("entity User in [Role] { tenant: Tenant };",
+                               "entity User in [Role] { tenant?: Tenant, global?: Bool };")
+                      .replace("entity ServiceAccount in [Role] { tenant: Tenant };",
+                               "entity ServiceAccount in [Role] { tenant?: Tenant, "
+                               "global?: Bool };"))
+    path = policy_dir / "entities.json"
+    path.write_text(json.dumps([*json.loads(path.read_text()), *entities]))
+
+
+def _user(name: str, **attrs: Any) -> dict[str, Any]:
+    return {"uid": {"type": "User", "id": name}, "attrs": attrs,
+            "parents": [{"type": "Role", "id": "supervisor"}]}
+
+
+def test_a_principal_without_a_tenant_acts_in_no_tenant_unless_marked_global(
+        tmp_path: Path) -> None:
+    policy_dir = policy_copy(tmp_path)
+    _with_principals(policy_dir, _user("drifter"), _user("operator", **{"global": True}),
+                     _user("pinned", tenant={"__entity": {"type": "Tenant", "id": "acme"}},
+                           **{"global": False}))
+    engine = PolicyEngine(policy_dir, reload_check_seconds=0)
+
+    def read(principal: str, tenant: str) -> Any:
+        return engine.authorize(principal=principal, tenant=tenant, action="read_run",
+                                resource="r1", context={"run": {
+                                    "id": "r1", "agent": "support", "tenant": tenant,
+                                    "principal": "alice"}})
+
+    for tenant in ("acme", "globex"):
+        refused = read("drifter", tenant)
+        assert refused.effect == "deny"
+        assert f"'drifter' has no tenant attribute, so it may act in no tenant ({tenant!r}" \
+            in refused.reason
+        assert '"global": true' in refused.reason
+        assert read("operator", tenant).effect == "allow"
+    assert read("pinned", "acme").effect == "allow"
+    assert "belongs to tenant 'acme'" in read("pinned", "globex").reason
+
+
+def test_a_global_principal_with_a_tenant_is_refused_as_ambiguous(tmp_path: Path) -> None:
+    policy_dir = policy_copy(tmp_path)
+    _with_principals(policy_dir, _user(
+        "both", tenant={"__entity": {"type": "Tenant", "id": "acme"}}, **{"global": True}))
+    with pytest.raises(PolicyInvalid, match="'both' has a tenant and is marked"):
+        PolicyEngine(policy_dir, reload_check_seconds=0).check()

@@ -151,7 +151,31 @@ async def test_the_server_sees_only_allow_listed_variables(
     async with servers, tether.Runtime("memory://") as rt:
         shown = json.loads(str(await rt.run(env)))
     assert set(shown) == {"PATH", "ALLOWED_SETTING"}  # not HOME, not the secret
-    assert shown["ALLOWED_SETTING"] == "visible"
+    # Passed through, and (like every value handed to a server but paths) masked in what the
+    # server says back: Tether cannot tell a setting from a token.
+    assert shown["ALLOWED_SETTING"] == "***"
+
+
+async def test_a_value_given_to_the_server_never_comes_back_in_a_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server handed a token through its environment may echo it (``get-env`` does): the
+    runtime scrubs it from the result before the model or the journal sees it."""
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_do_not_leak_98765")
+    servers = MCPServers([everything_stdio(env=("PATH", "GITHUB_TOKEN"))])
+    get_env = servers.tool("everything", "get-env")
+
+    @tether.agent(tools=[get_env])
+    async def env(ctx: tether.Context) -> str:
+        return str(await ctx.tool("get-env", {}))
+
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    async with servers, tether.Runtime(db) as rt:
+        handle = await rt.start(env)
+        shown = json.loads(str(await handle.result()))
+        journal = await rt.journal(handle.run_id)
+    masked = "***"
+    assert shown["GITHUB_TOKEN"] == masked  # the server did receive it, and said so
+    assert "ghp_do_not_leak_98765" not in json.dumps([r.to_json() for r in journal])
 
 
 async def test_a_header_whose_variable_is_unset_fails_the_connection_clearly(

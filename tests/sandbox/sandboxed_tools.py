@@ -41,3 +41,20 @@ async def add(a: int, b: int) -> int:
 def ping() -> str:
     """Answer from a warm worker."""
     return "pong"
+
+
+@tether.tool(sandbox="per-run")
+def jot(line: str) -> dict[str, object]:
+    """Append a line to the run's notes (in a nested directory) and read them all back."""
+    os.makedirs("notes/deep", exist_ok=True)
+    with open("notes/deep/lines.txt", "a") as f:
+        f.write(line + "\n")
+    with open("notes/deep/lines.txt") as f:
+        return {"lines": f.read().split(), "uid": os.getuid()}
+
+
+@tether.tool(sandbox="per-run")
+def plant_links() -> None:
+    """Leave links to host paths in the run's workspace for the next call's hand-over."""
+    os.symlink("/etc/passwd", "passwd")
+    os.symlink("/etc", "etc")

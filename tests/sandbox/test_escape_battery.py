@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -16,7 +15,7 @@ from tether.errors import SandboxError, SandboxUnsafe
 from tether.sandbox import Sandbox, check_unprivileged, read_beneath
 from tether.sandbox._launch import LaunchSpec, SandboxProcess, _tree
 
-from .sandbox_support import report, run_python
+from .sandbox_support import profile, report, run_python
 
 pytestmark = [pytest.mark.anyio, pytest.mark.escape]
 
@@ -47,29 +46,6 @@ print(json.dumps({"shadow": attempt(open, "/etc/shadow"), "root": attempt(os.lis
     assert "SECRET_TOKEN" not in got["env"]
     assert got["env"] == ["HOME", "LANG", "PATH", "PWD", "TMPDIR", "USER"]
     assert b"s3cr3t" not in result.stdout + result.stderr
-
-
-@pytest.fixture
-def loopback_listeners() -> Iterator[dict[str, object]]:
-    """A TCP and a UDP listener on 127.0.0.1 that count what reaches them."""
-    tcp = socket.create_server(("127.0.0.1", 0))
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    udp.settimeout(0.2)
-    tcp.settimeout(0.2)
-    seen: dict[str, object] = {"tcp_port": tcp.getsockname()[1], "udp_port": udp.getsockname()[1]}
-    yield seen
-    for name, sock in (("tcp", tcp), ("udp", udp)):
-        try:
-            if name == "tcp":
-                sock.accept()
-            else:
-                sock.recv(100)
-            seen[name] = "reached"
-        except TimeoutError:
-            seen[name] = "quiet"
-        sock.close()
-    assert seen["tcp"] == seen["udp"] == "quiet"
 
 
 async def test_no_network_tcp_udp_or_dns(sandbox: Sandbox,
@@ -343,3 +319,32 @@ async def test_a_privileged_sandbox_is_refused_before_it_runs(
         await sandbox.run(["touch", str(marker)], profile="default")
     assert not marker.exists()
 
+
+
+async def test_profile_env_values_never_reach_a_command_line(sandbox: Sandbox) -> None:
+    """Every local user can read every process's /proc/PID/cmdline; a profile's environment
+    values (API keys, say) must not be there while the sandbox runs, yet reach the payload."""
+    secret = f"tether-profile-value-{os.getpid()}-{id(sandbox)}"
+    spec = LaunchSpec(profile(env=("TETHER_TEST_PROFILE_VALUE",)), "exec",
+                      ("sh", "-c", 'printf %s "$TETHER_TEST_PROFILE_VALUE"'),
+                      environ={"TETHER_TEST_PROFILE_VALUE": secret})
+    process = SandboxProcess(spec, sandbox.layers, sandbox._uids)
+    try:
+        await process.start()
+        assert process.pid is not None
+        running = _tree(process.pid)
+        assert len(running) >= 3  # bubblewrap, its init and the sandbox's first program
+        on_command_lines = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if secret.encode() in cmdline:
+                    on_command_lines.append(entry)
+        result, _ = await process.run()
+    finally:
+        await process.aclose()
+    assert on_command_lines == []
+    assert result.stdout == secret.encode()

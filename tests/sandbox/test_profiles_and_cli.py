@@ -52,11 +52,12 @@ def test_unknown_profile_names_the_known_ones() -> None:
 
 def test_a_profile_needing_a_missing_layer_fails_closed() -> None:
     layers = probe()
-    wants_network = DEFAULT_PROFILE.model_copy(update={"network": ("example.com",)})
-    with pytest.raises(SandboxUnavailable, match="network = 'none'"):
-        layers.require(wants_network)
-    no_bwrap = type(layers)(**{**{f: getattr(layers, f) for f in layers.__slots__},
-                               "bwrap": None})
+    fields = {f: getattr(layers, f) for f in layers.__slots__}
+    no_landlock = type(layers)(**{**fields, "landlock_abi": 0})
+    wants_landlock = DEFAULT_PROFILE.model_copy(update={"landlock": "required"})
+    with pytest.raises(SandboxUnavailable, match="no Landlock"):
+        no_landlock.require(wants_landlock)
+    no_bwrap = type(layers)(**{**fields, "bwrap": None})
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         no_bwrap.require(DEFAULT_PROFILE)
 
@@ -78,6 +79,6 @@ def test_cli_runs_a_command_and_exits_with_its_status(sandbox: object, tmp_path:
 def test_doctor_lists_layers_and_profiles(sandbox: object) -> None:
     done = subprocess.run([*TETHER, "doctor"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    for layer in ("bubblewrap", "seccomp", "landlock", "cgroup", "python", "wasm"):
+    for layer in ("bubblewrap", "seccomp", "landlock", "cgroup", "network", "python", "wasm"):
         assert layer in done.stdout
     assert "default      enforceable" in done.stdout

@@ -84,8 +84,8 @@ async def test_python_exec_and_shell_exec(sandbox: Sandbox) -> None:
 
 async def test_warm_workers_serve_one_call_each(sandbox: Sandbox) -> None:
     async with make_sandbox() as pooled:
-        await pooled.warm("warm")
-        pool = pooled._pools["warm"]
+        await pooled.warm("warm", tools.__name__)
+        [pool] = pooled._pools.values()  # one pool: the warm profile's, for this module
         assert len(pool.ready) == 2
         ready = [worker.pid for worker in pool.ready]
         outcome = await pooled.call(tools.__name__, "ping", {}, profile="warm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.errors import ApprovalNotFound, UsageError
+from tether.errors import ApprovalExpired, ApprovalNotFound, UsageError
 from tether.store import AUDIT_GENESIS, Approval, Commit, Store, approval_signal, chain_hash
 from tether.types import RunStatus
 
@@ -89,3 +89,23 @@ async def test_approvals_are_listed_oldest_first_by_status(store: Store) -> None
     assert [a.approval_id for a in await store.list_approvals(status="pending")] == [
         "r1:1", "r2:1"]
     assert [a.approval_id for a in await store.list_approvals(limit=1)] == ["r1:1"]
+
+
+async def test_an_expired_approval_cannot_be_approved_or_denied_only_expired(
+        store: Store) -> None:
+    """A late yes must not reach a call whose time ran out, whichever engine decides."""
+    await store.request_approval(pending("r1", 3))  # expires at T0 + 60_000
+    for status in ("approved", "denied"):
+        with pytest.raises(ApprovalExpired, match="expired"):
+            await store.decide_approval("r1:3", status=status, by="bob", reason="late",
+                                        now_ms=T0 + 60_000)
+    still = await store.get_approval("r1:3")
+    assert still is not None
+    assert still.status == "pending"
+    decided = await store.decide_approval("r1:3", status="approved", by="bob", reason="ok",
+                                          now_ms=T0 + 59_999)  # a moment before: in time
+    assert decided.status == "approved"
+    await store.request_approval(pending("r1", 4))
+    expired = await store.decide_approval("r1:4", status="expired", by="tether",
+                                          reason="not decided in time", now_ms=T0 + 60_000)
+    assert expired.status == "expired"

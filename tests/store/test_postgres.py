@@ -4,17 +4,26 @@ connection."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
 import pytest
 
 from peers import drop_postgres_schema, postgres_schema_url, postgres_url, schema_for
-from tether.errors import ConfigError, LeaseLost, SchemaTooNew, StoreCorrupt, StoreError
-from tether.store import PostgresStore
+from tether.errors import (
+    ConfigError,
+    LeaseLost,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreError,
+    UsageError,
+)
+from tether.store import Approval, Commit, PostgresStore
 from tether.store._postgres import split_url
+from tether.types import Run, RunStatus
 
 from .helpers import (
     LEASE_MS,
@@ -29,6 +38,9 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.anyio
+
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
 
 
 @pytest.fixture
@@ -183,3 +195,109 @@ async def test_runs_abandoned_when_the_connection_dropped_are_claimed_back_at_on
                                       limit=5, owner_is_dead=nobody_is_dead) == []
     finally:
         await store.aclose()
+
+
+async def race(schema: str, lock_sql: str, first: Callable[[], Awaitable[T1]],
+               second: Callable[[], Awaitable[T2]]) -> tuple[T1 | BaseException,
+                                                              T2 | BaseException]:
+    """Start ``first`` then ``second`` while a third connection holds the row ``lock_sql``
+    locks, so both have started before either can write: the interleaving two processes
+    would hit by chance, made certain."""
+    blocker = psycopg.connect(postgres_url(), autocommit=False,
+                              options=f"-c search_path={schema}")
+    try:
+        blocker.execute(lock_sql)
+        results: list[Any] = [None, None]
+
+        async def run(index: int, call: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                results[index] = await call()
+            except Exception as exc:  # noqa: BLE001 -- the caller inspects what each got
+                results[index] = exc
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, 0, first)
+            await anyio.sleep(0.3)
+            group.start_soon(run, 1, second)
+            await anyio.sleep(0.3)
+            blocker.rollback()
+    finally:
+        blocker.close()
+    return results[0], results[1]
+
+
+async def test_two_deciders_of_one_approval_cannot_both_win(schema: str) -> None:
+    a, b = await opened(schema), await opened(schema)
+    try:
+        await a.request_approval(Approval(
+            "r1:3", "r1", 3, "acme", "alice", "agent", "wire_money", '{"amount": 10000}', None,
+            "[]", "pending", 0, 10**15))
+        denied, approved = await race(
+            schema, "SELECT 1 FROM approvals WHERE approval_id = 'r1:3' FOR UPDATE",
+            lambda: a.decide_approval("r1:3", status="denied", by="bob", reason="no",
+                                      now_ms=1),
+            lambda: b.decide_approval("r1:3", status="approved", by="mallory", reason="yes",
+                                      now_ms=2))
+        assert isinstance(denied, Approval)
+        assert denied.status == "denied"
+        assert isinstance(approved, UsageError)  # no longer pending
+        stored = await a.get_approval("r1:3")
+        assert stored is not None
+        assert (stored.status, stored.decided_by) == ("denied", "bob")
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_cancel_racing_a_finish_never_overwrites_the_finished_run(schema: str) -> None:
+    worker, operator = await opened(schema), await opened(schema)
+    try:
+        claim = await create_claimed(worker, "r1", owner=OWNER_A)
+        finished, cancelled = await race(
+            schema, "SELECT 1 FROM runs WHERE run_id = 'r1' FOR UPDATE",
+            lambda: worker.finish_run("r1", claim.fence, status=RunStatus.COMPLETED,
+                                      result='"the answer"', error=None, now_ms=T0 + 1),
+            lambda: operator.cancel_run("r1", reason={"by": "op"}, now_ms=T0 + 2))
+        assert finished is None  # the worker was told its finish committed
+        assert isinstance(cancelled, Run)
+        assert cancelled.status is RunStatus.COMPLETED  # so it stands: nothing to cancel
+        assert cancelled.result == "the answer"
+    finally:
+        await worker.aclose()
+        await operator.aclose()
+
+
+async def test_two_workers_auditing_tenants_in_opposite_orders_lose_nothing(
+        schema: str) -> None:
+    """Each batch locks its tenants' chains; taken in opposite orders they would deadlock and
+    PostgreSQL would abort one batch, records nobody waited for included."""
+    a, b = await opened(schema), await opened(schema)
+    try:
+        blocker = psycopg.connect(postgres_url(), autocommit=False)
+        try:  # hold T2 so that both batches are in flight together
+            blocker.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                            ("tether.audit:T2",))
+            b.append_audit("T2", ['{"who":"b","n":1}'], Commit.LAZY)
+            b_done = b.append_audit("T1", ['{"who":"b","n":2}'], Commit.WAIT)
+            await anyio.sleep(0.3)
+            a.append_audit("T1", ['{"who":"a","n":1}'], Commit.LAZY)
+            a.append_audit("T2", ['{"who":"a","decision":"deny"}'], Commit.LAZY)
+            a_done = a.append_audit("T3", ['{"who":"a","n":3}'], Commit.WAIT)
+            await anyio.sleep(0.3)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert a_done is not None
+        assert b_done is not None
+        with anyio.fail_after(10):
+            await a_done
+            await b_done
+        bodies = {tenant: sorted(row.body for row in await a.load_audit(tenant))
+                  for tenant in ("T1", "T2", "T3")}
+        assert bodies == {
+            "T1": ['{"who":"a","n":1}', '{"who":"b","n":2}'],
+            "T2": ['{"who":"a","decision":"deny"}', '{"who":"b","n":1}'],
+            "T3": ['{"who":"a","n":3}']}
+    finally:
+        await a.aclose()
+        await b.aclose()

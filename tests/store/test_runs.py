@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tether.errors import RunNotFound
@@ -297,6 +299,23 @@ async def test_list_runs_is_newest_first_and_filters_by_status_and_agent(store: 
     assert ids(await store.list_runs(agent="greeter")) == ["new", "old"]
     assert ids(await store.list_runs(agent="greeter", status=RunStatus.RUNNING)) == []
     assert ids(await store.list_runs(status=RunStatus.COMPLETED)) == []
+
+
+async def test_list_runs_pages_by_cursor_and_filters_by_tenant(store: Store) -> None:
+    """Runs created in the same millisecond still page in a fixed order, none twice or lost."""
+    for i, run_id in enumerate(("a", "b", "c", "d", "e")):
+        await store.create_run(new_run(run_id), now_ms=T0 + (i // 2), owner=None,
+                               lease_ms=LEASE_MS)
+    other = dataclasses.replace(new_run("x"), tenant="globex")
+    await store.create_run(other, now_ms=T0 + 9, owner=None, lease_ms=LEASE_MS)
+    seen: list[str] = []
+    before: tuple[int, str] | None = None
+    while page := await store.list_runs(limit=2, tenant="acme", before=before):
+        seen.extend(run.run_id for run in page)
+        before = (page[-1].created_at_ms, page[-1].run_id)
+    assert seen == ["e", "d", "c", "b", "a"]
+    assert [run.run_id for run in await store.list_runs(tenant="globex")] == ["x"]
+    assert await store.list_runs(tenant="initech") == []
 
 
 async def test_next_wake_is_the_earliest_timer_among_waiting_runs(store: Store) -> None:

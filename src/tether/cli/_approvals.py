@@ -7,7 +7,9 @@ import json
 
 import click
 
+from tether.cli import _remote
 from tether.cli._common import CLIState, echo_json, fail, run_async
+from tether.cli._remote import remote_of, server_options
 from tether.governance import Governance
 from tether.store import Approval, open_store
 
@@ -37,9 +39,12 @@ def approvals_group() -> None:
               default="pending", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@server_options
 @click.pass_obj
-def approvals_ls(state: CLIState, status: str, limit: int, as_json: bool) -> None:
+def approvals_ls(state: CLIState, status: str, limit: int, as_json: bool, server: str | None,
+                 api_key_env: str) -> None:
     """Show requests: the call, its arguments and the model message that asked for it."""
+    remote = remote_of(server, api_key_env)
 
     async def main() -> list[Approval]:
         store = open_store(state.settings())
@@ -50,7 +55,8 @@ def approvals_ls(state: CLIState, status: str, limit: int, as_json: bool) -> Non
         finally:
             await store.aclose()
 
-    approvals = run_async(main)
+    approvals = (run_async(main) if remote is None
+                 else _remote.list_approvals(remote, status=status, limit=limit))
     if as_json:
         echo_json([approval.to_json() for approval in approvals])
         return
@@ -74,7 +80,10 @@ def approvals_ls(state: CLIState, status: str, limit: int, as_json: bool) -> Non
 
 
 def _decide(state: CLIState, approval_id: str, approve: bool, reason: str,
-            principal: str | None) -> Approval:
+            principal: str | None, server: str | None, api_key_env: str) -> Approval:
+    remote = remote_of(server, api_key_env, principal=principal)
+    if remote is not None:
+        return _remote.decide(remote, approval_id, approve=approve, reason=reason)
     governance = _governance(state)
     settings = state.settings()
     by = principal or settings.principal
@@ -100,11 +109,12 @@ _PRINCIPAL = click.option("--principal", default=None,
 @click.argument("approval_id")
 @_REASON
 @_PRINCIPAL
+@server_options
 @click.pass_obj
 def approvals_approve(state: CLIState, approval_id: str, reason: str,
-                      principal: str | None) -> None:
+                      principal: str | None, server: str | None, api_key_env: str) -> None:
     """Approve a held call; its run goes on (`tether worker` resumes it)."""
-    approval = _decide(state, approval_id, True, reason, principal)
+    approval = _decide(state, approval_id, True, reason, principal, server, api_key_env)
     click.echo(f"approval {approval.approval_id} approved by {approval.decided_by}; run "
                f"{approval.run_id} will go on")
 
@@ -113,10 +123,11 @@ def approvals_approve(state: CLIState, approval_id: str, reason: str,
 @click.argument("approval_id")
 @_REASON
 @_PRINCIPAL
+@server_options
 @click.pass_obj
 def approvals_deny(state: CLIState, approval_id: str, reason: str,
-                   principal: str | None) -> None:
+                   principal: str | None, server: str | None, api_key_env: str) -> None:
     """Deny a held call; the agent gets a policy refusal for it."""
-    approval = _decide(state, approval_id, False, reason, principal)
+    approval = _decide(state, approval_id, False, reason, principal, server, api_key_env)
     click.echo(f"approval {approval.approval_id} denied by {approval.decided_by}; run "
                f"{approval.run_id} will go on without it")

@@ -1,4 +1,4 @@
-"""``tether audit verify|export|tail``: check and read the audit trail."""
+"""``tether audit verify|checkpoint|key|export|tail``: check and read the audit trail."""
 
 from __future__ import annotations
 
@@ -8,16 +8,28 @@ import sys
 import anyio
 import click
 
+from tether.cli import _remote
 from tether.cli._common import EXIT_FAILED, CLIState, echo_json, fail, run_async
-from tether.governance import Governance, Problem, load_public_key, verify
+from tether.cli._remote import remote_of, server_options
+from tether.governance import (
+    AuditReport,
+    Governance,
+    GovernanceConfig,
+    audit_report,
+    checkpoint_verifier,
+    load_governance_config,
+    public_key_text,
+)
 from tether.store import AuditRow, Store, open_store
+
+_NO_GOVERNANCE = ("usage: the audit trail needs [governance] in tether.toml (its keys and "
+                  "checkpoints live in audit_dir)")
 
 
 def _governance(state: CLIState) -> Governance:
     governance = state.governance()
     if governance is None:
-        fail("usage: the audit trail needs [governance] in tether.toml (its keys and "
-             "checkpoints live in audit_dir)")
+        fail(_NO_GOVERNANCE)
     return governance
 
 
@@ -36,37 +48,109 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--allow-unanchored", is_flag=True,
+              help="Exit 0 even when records are not covered by a signed checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@server_options
 @click.pass_obj
-def audit_verify(state: CLIState, as_json: bool) -> None:
+def audit_verify(state: CLIState, allow_unanchored: bool, as_json: bool, server: str | None,
+                 api_key_env: str) -> None:
     """Recompute every chain and check it against the signed checkpoints.
 
-    Exit status: 0 intact; 1 tampered (naming the first bad record of each tenant whose
-    records were edited, deleted, inserted or reordered, or whose tail was cut off behind a
-    checkpoint); 2 bad usage.
-    """
-    config = _governance(state).config
-    public = load_public_key(config.audit_dir / "checkpoint.pub")
+    Records no checkpoint covers (a tenant with none, or a tail past the last one) are
+    "unanchored": their chain holds, but a rewritten or shortened chain would look the same.
 
-    async def main() -> tuple[int, list[Problem]]:
+    Exit status: 0 intact and anchored; 1 tampered (naming the first bad record of each
+    tenant whose records were edited, deleted, inserted or reordered, or whose tail was cut
+    off behind a checkpoint), or unanchored records without --allow-unanchored; 2 bad usage.
+    With --server, the server checks the key's tenant's chain.
+    """
+    remote = remote_of(server, api_key_env)
+    # Only the config and the public key: a machine that verifies needs no private key.
+    async def main() -> tuple[GovernanceConfig, AuditReport]:
+        config = load_governance_config(state.config)
+        if config is None:
+            fail(_NO_GOVERNANCE)
+        public = checkpoint_verifier(config)
         store = open_store(state.settings())
         await store.open()
         try:
-            return await verify(store, public, config.checkpoints_path)
+            return config, await audit_report(store, public, config.checkpoints_path)
         finally:
             await store.aclose()
 
-    checked, problems = run_async(main)
+    if remote is None:
+        config, report = run_async(main)
+        pinned = config.checkpoint_public_key is not None
+    else:
+        report, pinned = _remote.audit_verification(remote)
+    problems, unanchored = report.problems, report.unanchored
     if as_json:
-        echo_json({"records": checked, "intact": not problems,
+        echo_json({"records": report.records, "intact": not problems,
+                   "anchored": not unanchored,
+                   "key": "pinned" if pinned else "checkpoint.pub",
                    "problems": [{"tenant": p.tenant, "record": p.idx, "message": p.message}
-                                for p in problems]})
-    elif problems:
+                                for p in problems],
+                   "unanchored": [{"tenant": u.tenant, "first": u.first, "last": u.last}
+                                  for u in unanchored]})
+    else:
         for problem in problems:
             click.echo(f"tampered: {problem}", err=True)
+        for gap in unanchored:
+            click.echo(f"unanchored: {gap}; once you trust them, sign a checkpoint with "
+                       "`tether audit checkpoint`"
+                       + ("" if allow_unanchored else " (or pass --allow-unanchored)"), err=True)
+        if not problems and unanchored:
+            loose = sum(u.last - u.first + 1 for u in unanchored)
+            click.echo(f"links hold: {report.records} records, {loose} of them unanchored "
+                       "(no signed checkpoint vouches for them)")
+        elif not problems:
+            click.echo(f"intact: {report.records} records, every link and checkpoint holds")
+        if not pinned:
+            click.echo("note: checkpoints were checked with audit_dir/checkpoint.pub; pin the "
+                       "key in [governance] checkpoint_public_key (see `tether audit key`)",
+                       err=True)
+    sys.exit(EXIT_FAILED if problems or (unanchored and not allow_unanchored) else 0)
+
+
+@audit_group.command("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
+@click.pass_obj
+def audit_key(state: CLIState, as_json: bool) -> None:
+    """Print the public key checkpoints are signed with, to pin in tether.toml.
+
+    Put the line it prints in the [governance] table (on the machines that verify, at
+    least): `tether audit verify` then trusts that key, not the file beside the private one.
+    """
+    keys = _governance(state).audit.keys
+    text = public_key_text(keys.public)
+    if as_json:
+        echo_json({"checkpoint_public_key": text, "key_id": keys.key_id})
     else:
-        click.echo(f"intact: {checked} records, every link and checkpoint holds")
-    sys.exit(EXIT_FAILED if problems else 0)
+        click.echo(f'checkpoint_public_key = "{text}"  # key id {keys.key_id}')
+
+
+@audit_group.command("checkpoint")
+@click.pass_obj
+def audit_checkpoint(state: CLIState) -> None:
+    """Sign a checkpoint of every tenant's chain now.
+
+    A runtime signs one when it closes; after a crash (or with records written by other
+    means) this anchors the tail, so cutting it off is caught by `tether audit verify`.
+    """
+    governance = _governance(state)
+
+    async def main() -> int:
+        store = open_store(state.settings())
+        await store.open()
+        try:
+            return await governance.checkpoint_all(store)
+        finally:
+            await store.aclose()
+
+    written = run_async(main)
+    click.echo(f"signed {written} checkpoint{'s' if written != 1 else ''} "
+               f"({governance.config.checkpoints_path})")
 
 
 @audit_group.command("export")

@@ -17,6 +17,7 @@ from tether.errors import TetherError, UsageError
 from tether.governance import Governance
 from tether.models import ModelConfig, load_model_configs
 from tether.runtime import Stage
+from tether.telemetry import Telemetry
 from tether.types import JSONObject, RunStatus
 
 T = TypeVar("T")
@@ -40,6 +41,10 @@ class CLIState:
     def governance(self) -> Governance | None:
         """Governance from the ``[governance]`` table of the config file, if it has one."""
         return Governance.from_config(self.config)
+
+    def telemetry(self) -> Telemetry | None:
+        """Spans over OTLP when the config file has a ``[telemetry]`` table."""
+        return Telemetry.load(self.config)
 
     def stages(self) -> list[Stage]:
         """The pipeline stages the config asks for (governance), for every runtime here."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import click
 
+from tether.cli import _remote
 from tether.cli._approvals import approvals_group
 from tether.cli._audit import audit_group
 from tether.cli._common import (
@@ -24,11 +25,15 @@ from tether.cli._common import (
     run_async,
 )
 from tether.cli._format import RECORD_HEADER, event_line, record_line, run_header, run_line
+from tether.cli._identity import Identity, identity_options
+from tether.cli._kill import cancel_all
 from tether.cli._migrate import migrate_command
 from tether.cli._policy import policy_group
+from tether.cli._remote import remote_of, server_options
 from tether.cli._sandbox import doctor_command, sandbox_group
+from tether.cli._serve import keys_group, serve_command
 from tether.config import DEFAULT_DB, SETTINGS
-from tether.errors import RunNotFound, TetherError, UsageError
+from tether.errors import TetherError, UsageError
 from tether.runtime import RunHandle, Runtime, Subscription
 from tether.store import open_store
 from tether.types import Run, RunStatus
@@ -97,9 +102,11 @@ def _report(run: Run, as_json: bool) -> None:
 @click.option("--thread", "thread_id", help="Keep message history across runs on this thread.")
 @click.option("--follow", is_flag=True, help="Print the run's events as they happen.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@identity_options
 @click.pass_obj
 def run_command(state: CLIState, agent_ref: str, input_text: str | None, run_id: str | None,
-                thread_id: str | None, follow: bool, as_json: bool) -> None:
+                thread_id: str | None, follow: bool, as_json: bool, tenant: str | None,
+                principal: str | None) -> None:
     """Run an agent here and wait until it completes, fails or parks.
 
     Exit status: 0 completed, 1 failed or cancelled, 3 waiting or needs_attention, 2 bad usage.
@@ -110,10 +117,11 @@ def run_command(state: CLIState, agent_ref: str, input_text: str | None, run_id:
 
     async def main() -> Run:
         data = parse_json(input_text, "--input", object_only=True)
-        async with Runtime(settings=state.settings(), worker=False,
-                           models=state.models(), stages=state.stages()) as rt:
+        async with Runtime(settings=state.settings(), worker=False, models=state.models(),
+                           stages=state.stages(), telemetry=state.telemetry()) as rt:
             events = rt.events.subscribe() if follow else None
-            handle = await rt.start(agent_ref, data, run_id=run_id, thread_id=thread_id)
+            handle = await rt.start(agent_ref, data, run_id=run_id, thread_id=thread_id,
+                                    tenant=tenant, principal=principal)
             return await _settle(handle, events)
 
     run = run_async(main)
@@ -130,8 +138,8 @@ def resume_command(state: CLIState, run_id: str, follow: bool, as_json: bool) ->
     """Resume one run here (replaying its journal) and wait until it settles."""
 
     async def main() -> Run:
-        async with Runtime(settings=state.settings(), worker=False,
-                           models=state.models(), stages=state.stages()) as rt:
+        async with Runtime(settings=state.settings(), worker=False, models=state.models(),
+                           stages=state.stages(), telemetry=state.telemetry()) as rt:
             events = rt.events.subscribe() if follow else None
             return await _settle(await rt.resume(run_id), events)
 
@@ -157,7 +165,7 @@ def worker_command(state: CLIState, once: bool, concurrency: int | None, follow:
         if concurrency is not None:
             settings = settings.replace(max_concurrent_runs=concurrency)
         async with Runtime(settings=settings, worker=True, models=state.models(),
-                           stages=state.stages()) as rt, \
+                           stages=state.stages(), telemetry=state.telemetry()) as rt, \
                 anyio.create_task_group() as group:
             if follow:
                 async def printer() -> None:
@@ -184,16 +192,23 @@ def worker_command(state: CLIState, once: bool, concurrency: int | None, follow:
 @click.argument("run_id")
 @click.argument("name")
 @click.option("--data", metavar="JSON", help="The signal's data (any JSON).")
+@identity_options
+@server_options
 @click.pass_obj
-def signal_command(state: CLIState, run_id: str, name: str, data: str | None) -> None:
+def signal_command(state: CLIState, run_id: str, name: str, data: str | None,
+                   tenant: str | None, principal: str | None, server: str | None,
+                   api_key_env: str) -> None:
     """Send a signal to a run (``ctx.wait(NAME)`` receives it)."""
+    remote = remote_of(server, api_key_env, tenant=tenant, principal=principal)
 
     async def main() -> Run:
         value = parse_json(data, "--data")
+        who = Identity(state, tenant, principal)
         async with Runtime(settings=state.settings(), worker=False) as rt:
+            await who.load(rt.store, run_id, "signal_run")
             return await rt.signal(run_id, name, value)
 
-    run = run_async(main)
+    run = run_async(main) if remote is None else _remote.signal_run(remote, run_id, name, data)
     click.echo(f"signal {name!r} delivered to run {run.run_id} ({run.status})")
 
 
@@ -204,9 +219,12 @@ def signal_command(state: CLIState, run_id: str, name: str, data: str | None) ->
 @click.option("--skip-with", "skip_with", metavar="JSON",
               help="Record this JSON as the uncertain effect's result, without calling it.")
 @click.option("--fail", "fail_run", is_flag=True, help="Fail the run.")
+@identity_options
+@server_options
 @click.pass_obj
 def resolve_command(state: CLIState, run_id: str, retry: bool, skip_with: str | None,
-                    fail_run: bool) -> None:
+                    fail_run: bool, tenant: str | None, principal: str | None,
+                    server: str | None, api_key_env: str) -> None:
     """Settle a run in needs_attention (an effect whose outcome is unknown, a missing agent
     version, a non-deterministic replay)."""
     chosen = [action for action, given in
@@ -214,13 +232,17 @@ def resolve_command(state: CLIState, run_id: str, retry: bool, skip_with: str | 
     if len(chosen) != 1:
         fail("usage: give one of --retry, --skip-with JSON, --fail")
     action = chosen[0]
+    remote = remote_of(server, api_key_env, tenant=tenant, principal=principal)
 
     async def main() -> Run:
         value = parse_json(skip_with, "--skip-with") if action == "skip" else None
+        who = Identity(state, tenant, principal)
         async with Runtime(settings=state.settings(), worker=False) as rt:
+            await who.load(rt.store, run_id, "resolve_run")
             return await rt.resolve(run_id, action, value)
 
-    run = run_async(main)
+    run = (run_async(main) if remote is None
+           else _remote.resolve_run(remote, run_id, action, skip_with))
     click.echo(f"run {run.run_id} is now {run.status}"
                + ("; a worker will resume it" if run.status is RunStatus.PENDING else ""))
 
@@ -235,21 +257,50 @@ def runs_group() -> None:
 @click.option("--agent", default=None, help="Only runs of this agent.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@identity_options
+@server_options
 @click.pass_obj
 def runs_ls(state: CLIState, status: str | None, agent: str | None, limit: int,
-            as_json: bool) -> None:
-    """List runs, newest first."""
+            as_json: bool, tenant: str | None, principal: str | None, server: str | None,
+            api_key_env: str) -> None:
+    """List runs, newest first.
 
-    async def main() -> list[Run]:
+    With [governance], only the runs the principal may read (read_run) are shown.
+    """
+    remote = remote_of(server, api_key_env, tenant=tenant, principal=principal)
+
+    async def main() -> tuple[list[Run], int, str]:
+        who = Identity(state, tenant, principal)
         store = open_store(state.settings())
         await store.open()
+        shown: list[Run] = []
+        hidden = 0
         try:
-            return await store.list_runs(status=RunStatus(status) if status else None,
-                                         agent=agent, limit=limit)
+            before = None
+            # Page until `limit` runs are shown: the policies may hide some of each page.
+            while len(shown) < limit:
+                page = await store.list_runs(status=RunStatus(status) if status else None,
+                                             agent=agent, tenant=who.list_tenant,
+                                             limit=limit, before=before)
+                for run in page:
+                    if len(shown) == limit:
+                        break
+                    if who.may_read(run):
+                        shown.append(run)
+                    else:
+                        hidden += 1
+                if len(page) < limit:
+                    break
+                before = (page[-1].created_at_ms, page[-1].run_id)
+            return shown, hidden, who.principal
         finally:
             await store.aclose()
 
-    runs = run_async(main)
+    runs, hidden, reader = (run_async(main) if remote is None else _remote.list_runs(
+        remote, status=status, agent=agent, limit=limit))
+    if hidden:
+        click.echo(f"{hidden} run{'s' if hidden != 1 else ''} not shown: {reader} may "
+                   "not read_run them", err=True)
     if as_json:
         echo_json([run.to_json() for run in runs])
         return
@@ -264,22 +315,26 @@ def runs_ls(state: CLIState, status: str | None, agent: str | None, limit: int,
 @runs_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@identity_options
+@server_options
 @click.pass_obj
-def runs_show(state: CLIState, run_id: str, as_json: bool) -> None:
+def runs_show(state: CLIState, run_id: str, as_json: bool, tenant: str | None,
+              principal: str | None, server: str | None, api_key_env: str) -> None:
     """Show a run: status, result or error, and every journal record."""
+    remote = remote_of(server, api_key_env, tenant=tenant, principal=principal)
 
     async def main() -> tuple[Run, list[object]]:
+        who = Identity(state, tenant, principal)
         store = open_store(state.settings())
         await store.open()
         try:
-            run = await store.get_run(run_id)
-            if run is None:
-                raise RunNotFound(run_id)
+            run = await who.load(store, run_id, "read_run")
             return run, list(await store.load_journal(run_id))
         finally:
             await store.aclose()
 
-    run, records = run_async(main)
+    run, records = (run_async(main) if remote is None
+                    else _remote.show_run(remote, run_id))
     if as_json:
         echo_json({"run": run.to_json(), "journal": [r.to_json() for r in records]})  # type: ignore[attr-defined]
         return
@@ -292,17 +347,40 @@ def runs_show(state: CLIState, run_id: str, as_json: bool) -> None:
 
 
 @runs_group.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@click.option("--all", "everything", is_flag=True,
+              help="Cancel every run that has not ended (of --tenant; of --agent).")
+@click.option("--agent", default=None, help="With --all: only runs of this agent.")
 @click.option("--reason", default="cancelled from the command line", show_default=True)
+@identity_options
+@server_options
 @click.pass_obj
-def runs_cancel(state: CLIState, run_id: str, reason: str) -> None:
-    """Cancel a run; the worker executing it stops at its next step."""
+def runs_cancel(state: CLIState, run_id: str | None, everything: bool, agent: str | None,
+                reason: str, tenant: str | None, principal: str | None, server: str | None,
+                api_key_env: str) -> None:
+    """Cancel a run, or with --all every live run; workers executing them stop at once."""
+    if everything == (run_id is not None):
+        fail("usage: give a RUN_ID, or --all (with --tenant and --agent to narrow it)")
+    remote = remote_of(server, api_key_env, tenant=tenant, principal=principal)
+    if everything:
+        if remote is not None:
+            cancelled, refused = _remote.cancel_all(remote, agent=agent, reason=reason)
+        else:
+            cancelled, refused_runs = run_async(lambda: cancel_all(
+                state, tenant=tenant, principal=principal, agent=agent, reason=reason))
+            refused = len(refused_runs)
+        click.echo(f"cancelled {len(cancelled)} run(s)"
+                   + (f"; the policies refused {refused}" if refused else ""))
+        return
+    assert run_id is not None
 
     async def main() -> Run:
+        who = Identity(state, tenant, principal)
         async with Runtime(settings=state.settings(), worker=False) as rt:
-            return await rt.cancel(run_id, reason=reason, by=rt.settings.principal)
+            await who.load(rt.store, run_id, "cancel_run")
+            return await rt.cancel(run_id, reason=reason, by=who.principal)
 
-    run = run_async(main)
+    run = run_async(main) if remote is None else _remote.cancel_run(remote, run_id, reason)
     click.echo(f"run {run.run_id} is {run.status}")
 
 
@@ -331,6 +409,8 @@ cli.add_command(policy_group)
 cli.add_command(approvals_group)
 cli.add_command(audit_group)
 cli.add_command(migrate_command)
+cli.add_command(serve_command)
+cli.add_command(keys_group)
 
 
 def main() -> None:

@@ -64,7 +64,10 @@ def doctor_command(state: CLIState) -> None:
     default_ok = True
     for name, profile in sorted(sandbox.config.profiles.items()):
         problems = layers.problems(profile)
-        click.echo(f"  {name:12} " + ("enforceable" if not problems else
+        network = ("no network" if profile.network == "none" else
+                   "network via proxy: " + ", ".join(profile.network))
+        click.echo(f"  {name:12} " + (f"enforceable ({network}; a workspace per "
+                                       f"{profile.workspace})" if not problems else
                                       "NOT enforceable: " + "; ".join(problems)))
         default_ok = default_ok and (name != "default" or not problems)
     if default_ok:

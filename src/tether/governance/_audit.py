@@ -6,7 +6,10 @@ alone shows an edit, a deletion, an insertion or a reordering, but not a cut-off
 chain rewritten from some point on; so every ``checkpoint_every`` records (or
 ``checkpoint_interval_seconds``) the head of the chain is signed with an ed25519 key and
 appended to a separate file (put it on a mount the database's writer cannot rewrite). Every
-checkpoint must then match the chain: the record at its size must carry its hash.
+checkpoint must then match the chain: the record at its size must carry its hash. Records
+past a tenant's last checkpoint are reported as unanchored: nothing vouches for them yet.
+The verifier's public key is best pinned in the config (``checkpoint_public_key``): a key
+read from beside the private one is only as safe as that directory.
 
 Arguments and results never enter a record: an HMAC-SHA256 of their canonical JSON does,
 keyed per tenant (derived from one secret), so a record proves what a call carried without
@@ -33,17 +36,42 @@ from tether._clock import Clock
 from tether.errors import ConfigError
 from tether.governance._canonical import canonical, keyed_digest
 from tether.store import AUDIT_GENESIS, AuditRow, Commit, Store, chain_hash
+from tether.telemetry import current_trace_ids
 from tether.types import JSONObject
 
 RECORD_VERSION = 1
 _NOTE = "tether-audit/v1"
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """Create a file only its owner can read, refusing to overwrite one that exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create a file (by default only its owner can read it), refusing to overwrite one that
+    exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+_KEY_PREFIX = "ed25519:"
+
+
+def public_key_text(public: Ed25519PublicKey) -> str:
+    """A public key as ``governance.checkpoint_public_key`` takes it: ``ed25519:<hex>``."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return _KEY_PREFIX + raw.hex()
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """The key of ``public_key_text``; a ``ConfigError`` that says what is expected."""
+    raw = text.strip().removeprefix(_KEY_PREFIX)
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(raw))
+    except ValueError:
+        raise ConfigError(f"governance.checkpoint_public_key must be ed25519: and 64 hex "
+                          f"digits, as `tether audit key` prints it; not {text!r}") from None
+
+
+def _same(a: Ed25519PublicKey, b: Ed25519PublicKey) -> bool:
+    return public_key_text(a) == public_key_text(b)
 
 
 class AuditKeys:
@@ -59,18 +87,31 @@ class AuditKeys:
         self.key_id = key_id(self.public)
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> AuditKeys:
+    def load_or_create(cls, directory: Path, *, pinned: Ed25519PublicKey | None = None,
+                       ) -> AuditKeys:
+        """The keys in ``directory``, made on first use. A signing key is made only where
+        nothing says one existed: never over a ``checkpoint.pub`` (that would silently
+        replace what verifiers trust) nor against a ``pinned`` public key; and the key must
+        match both. Each refusal says how to recover."""
         directory.mkdir(parents=True, exist_ok=True)
         secret_path, key_path = directory / "hmac.key", directory / "checkpoint.key"
+        public_path = directory / "checkpoint.pub"
         if not secret_path.exists():
-            _write_secret(secret_path, secrets.token_hex(32).encode())
+            _write_new(secret_path, secrets.token_hex(32).encode())
         if not key_path.exists():
+            if pinned is not None or public_path.exists():
+                trusted = ("governance.checkpoint_public_key pins the key" if pinned is not None
+                           else f"{public_path} holds the public key of the one")
+                raise ConfigError(
+                    f"{key_path} is missing, but {trusted} checkpoints are signed with: restore "
+                    "the key file. A new key would sign checkpoints no verifier accepts; to "
+                    f"start over with one on purpose, move {public_path.name} aside and unset "
+                    "governance.checkpoint_public_key (earlier checkpoints then verify only "
+                    "against the old public key)")
             fresh = Ed25519PrivateKey.generate()
-            _write_secret(key_path, fresh.private_bytes(
+            _write_new(key_path, fresh.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()))
-            (directory / "checkpoint.pub").write_bytes(fresh.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         try:
             secret = bytes.fromhex(secret_path.read_text().strip())
             signing = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -78,6 +119,18 @@ class AuditKeys:
             raise ConfigError(f"{directory}: an audit key file is damaged ({exc})") from None
         if not isinstance(signing, Ed25519PrivateKey):
             raise ConfigError(f"{key_path}: not an ed25519 private key")
+        public = signing.public_key()
+        if pinned is not None and not _same(public, pinned):
+            raise ConfigError(f"{key_path} does not match governance.checkpoint_public_key: "
+                              "its checkpoints would not verify; restore the pinned key's "
+                              "file, or pin this one (`tether audit key`)")
+        if not public_path.exists():
+            _write_new(public_path, public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+                0o644)
+        elif not _same(public, load_public_key(public_path)):
+            raise ConfigError(f"{public_path} is not the public key of {key_path}: verifiers "
+                              "would reject its checkpoints; restore the matching pair")
         return cls(secret, signing)
 
     def tenant_key(self, tenant: str) -> bytes:
@@ -138,9 +191,11 @@ class AuditLog:
 
     def append(self, store: Store, tenant: str, record: JSONObject,
                commit: Commit = Commit.LAZY) -> Awaitable[None] | None:
-        """Append one record (with ``v`` and ``at_ms`` added) to the tenant's chain."""
+        """Append one record (with ``v`` and ``at_ms`` added, and the ``trace_id`` and
+        ``span_id`` of the current OpenTelemetry span when there is one) to the tenant's
+        chain."""
         body = canonical({"v": RECORD_VERSION, "at_ms": self._clock.now_ms(), "tenant": tenant,
-                          **record})
+                          **current_trace_ids(), **record})
         pending = store.append_audit(tenant, [body], commit)
         self._since[tenant] = self._since.get(tenant, 0) + 1
         return pending
@@ -154,7 +209,17 @@ class AuditLog:
         return since > 0 and now - last >= self._interval_ms
 
     async def checkpoint(self, store: Store, tenant: str) -> JSONObject | None:
-        """Sign the tenant's committed chain head and append it to the checkpoints file."""
+        """Sign the tenant's committed chain head and append it to the checkpoints file.
+
+        When this log appended records since its last checkpoint, some may still be queued
+        for a lazy commit; a ``checkpoint`` record committed with ``Commit.WAIT`` goes into
+        the chain first (commits keep submission order), so the head signed is ours.
+        """
+        if self._since.get(tenant, 0) > 0:
+            pending = self.append(store, tenant, {"type": "checkpoint",
+                                                  "key_id": self.keys.key_id}, Commit.WAIT)
+            if pending is not None:
+                await pending
         self._since[tenant] = 0
         self._last_ms[tenant] = at_ms = self._clock.now_ms()
         head = await store.audit_head(tenant)
@@ -168,6 +233,15 @@ class AuditLog:
         with self.checkpoints.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, sort_keys=True) + "\n")
         return line
+
+    async def checkpoint_pending(self, store: Store) -> int:
+        """Sign a checkpoint of every chain this log extended since its last one (when a
+        runtime closes: its tail is then anchored); returns how many were written."""
+        written = 0
+        for tenant in [t for t, since in self._since.items() if since > 0]:
+            if await self.checkpoint(store, tenant) is not None:
+                written += 1
+        return written
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,24 +297,63 @@ def read_checkpoints(path: Path, public: Ed25519PublicKey,
     return found, problems
 
 
+@dataclass(frozen=True, slots=True)
+class Unanchored:
+    """Records of a tenant that no signed checkpoint covers (``first`` to ``last``): their
+    chain holds, but nothing shows they were not rewritten or cut off, so they prove
+    nothing until a checkpoint is signed over them."""
+
+    tenant: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        if self.first == 1:
+            return (f"tenant {self.tenant!r}: no signed checkpoint covers any of its "
+                    f"{self.last} records")
+        return (f"tenant {self.tenant!r} records {self.first}-{self.last} are not covered "
+                "by a signed checkpoint")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What ``audit_report`` found: records checked, problems, and unanchored tails."""
+
+    records: int
+    problems: list[Problem]
+    unanchored: list[Unanchored]
+
+
 async def verify(store: Store, public: Ed25519PublicKey, checkpoints: Path,
                  ) -> tuple[int, list[Problem]]:
+    """The records checked and the problems of ``audit_report`` (unanchored tails aside)."""
+    report = await audit_report(store, public, checkpoints)
+    return report.records, report.problems
+
+
+async def audit_report(store: Store, public: Ed25519PublicKey, checkpoints: Path,
+                       ) -> AuditReport:
     """Check every tenant's chain against itself and against the signed checkpoints.
 
-    Returns the number of records checked and the problems (at most one per tenant: the
-    first bad record; later ones cannot be trusted to say anything more).
+    Problems are at most one per tenant: the first bad record (later ones cannot be trusted
+    to say anything more). A tenant without problems whose chain runs past its last
+    checkpoint (or has none) is unanchored from there on: a chain rewritten from some point
+    with fresh hashes, or cut short, looks whole without a checkpoint to hold it to.
     """
     marks, problems = read_checkpoints(checkpoints, public)
     tenants = sorted(set(await store.audit_tenants())
                      | {str(mark["tenant"]) for mark in marks})
     checked = 0
+    unanchored: list[Unanchored] = []
     for tenant in tenants:
         rows = await store.load_audit(tenant)
         checked += len(rows)
         problem, hashes = _verify_chain(tenant, rows)
         last = rows[-1].idx if rows else 0
+        covered = 0
         for mark in (m for m in marks if m["tenant"] == tenant):
             size = int(mark["size"])
+            covered = max(covered, size)
             if size > last and problem is None:
                 problem = Problem(tenant, last + 1, f"and every record after it are missing: a "
                                   f"checkpoint signed at {mark['at_ms']} covers {size} records, "
@@ -250,4 +363,6 @@ async def verify(store: Store, public: Ed25519PublicKey, checkpoints: Path,
                                   "chain at this size: the chain was rewritten up to here")
         if problem is not None:
             problems.append(problem)
-    return checked, problems
+        elif last > covered:
+            unanchored.append(Unanchored(tenant, covered + 1, last))
+    return AuditReport(checked, problems, unanchored)

@@ -22,6 +22,9 @@ from tether.errors import PolicyInvalid
 
 PRINCIPAL_TYPES = ("User", "ServiceAccount")
 APPROVAL_ANNOTATION = "approval"
+GLOBAL_ATTRIBUTE = "global"
+"""A principal's boolean attribute (declare ``global?: Bool`` in the schema) that lets a
+principal without a ``tenant`` act in every tenant; without it, such a principal is refused."""
 _POSITIONAL = re.compile(r"`?(policy\d+)`?")
 
 
@@ -43,6 +46,9 @@ class Bundle:
     """Principal id to its entity uid (a user or a service account)."""
     tenants: dict[str, str | None]
     """Principal id to the id of its ``tenant`` attribute, if it has one."""
+    global_principals: frozenset[str]
+    """Principals marked ``"global": true`` (and without a tenant): they may act in every
+    tenant. A principal with neither may act in none."""
     agents: frozenset[str]
 
     def name(self, positional: str) -> str:
@@ -162,6 +168,7 @@ def load_bundle(policy_dir: Path, entities_name: str = "entities.json") -> Bundl
                             f"{exc}") from None
     principals: dict[str, dict[str, str]] = {}
     tenants: dict[str, str | None] = {}
+    global_principals: set[str] = set()
     agents: set[str] = set()
     for entity in raw_entities:
         uid = entity.get("uid") or {}
@@ -172,7 +179,14 @@ def load_bundle(policy_dir: Path, entities_name: str = "entities.json") -> Bundl
                                     "twice (as a user and as a service account); ids name one "
                                     "principal")
             principals[entity_id] = {"type": kind, "id": entity_id}
-            tenants[entity_id] = _entity_ref((entity.get("attrs") or {}).get("tenant"))
+            attrs = entity.get("attrs") or {}
+            tenants[entity_id] = _entity_ref(attrs.get("tenant"))
+            if attrs.get(GLOBAL_ATTRIBUTE) is True:
+                if tenants[entity_id] is not None:
+                    raise PolicyInvalid(f"{entities_file}: principal {entity_id!r} has a tenant "
+                                        f"and is marked \"{GLOBAL_ATTRIBUTE}\": true; a global "
+                                        "principal acts in every tenant, so drop one of the two")
+                global_principals.add(entity_id)
         elif kind == "Agent":
             agents.add(entity_id)
     # Built from the JSON form, so each policy keeps its positional id (and so its @id).
@@ -181,5 +195,6 @@ def load_bundle(policy_dir: Path, entities_name: str = "entities.json") -> Bundl
         "templates": {}, "templateLinks": []})) if approvals else policies
     return Bundle(version=digest.hexdigest(), policies=policies, satisfied=satisfied,
                   entities=entities, ids=ids, approval_ids=frozenset(approvals),
-                  principals=principals, tenants=tenants, agents=frozenset(agents))
+                  principals=principals, tenants=tenants,
+                  global_principals=frozenset(global_principals), agents=frozenset(agents))
 

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tether.config import config_file, read_toml
 from tether.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tether.governance._budget import BudgetConfig
+    from tether.governance._limits import RateLimit
+    from tether.governance._residency import ResidencyConfig
 
 DEFAULT_AUDIT_DIR = ".tether/audit"
 
@@ -54,13 +60,41 @@ class GovernanceConfig:
     api_keys: str = "api_keys.json"
     """Hashed API keys and the principals they stand for, inside ``policy_dir``."""
 
+    allow_self_approval: bool = False
+    """Whether a principal may approve a call held in its own run. Off: the person who asked
+    (through their agent) is not the person who checks."""
+
+    checkpoint_public_key: str | None = None
+    """The public key checkpoints must be signed with (``ed25519:<hex>``, as ``tether audit
+    key`` prints it). When set, ``tether audit verify`` trusts it rather than
+    ``audit_dir/checkpoint.pub``, and a runtime refuses to sign with any other key."""
+
+    limits: tuple[RateLimit, ...] = ()
+    """Rate limits (``[[governance.limits]]``, see ``governance/_limits.py``)."""
+
+    limits_state: str = "store"
+    """Where rate-limit state lives: ``store`` (shared by every worker on the store) or
+    ``process`` (this process only)."""
+
+    budgets: BudgetConfig | None = None
+    """Budgets (``[governance.budgets]``, see ``governance/_budget.py``)."""
+
+    residency: ResidencyConfig | None = None
+    """Tenants' allowed regions (``[governance.residency]``, see ``governance/_residency.py``)."""
+
     def __post_init__(self) -> None:
+        if self.limits_state not in ("store", "process"):
+            raise ConfigError("governance.limits_state is store or process")
         if self.checkpoint_every < 1:
             raise ConfigError("governance.checkpoint_every must be at least 1")
         for name in ("checkpoint_interval_seconds", "approval_timeout_seconds",
                      "reload_check_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"governance.{name} must be positive")
+        if self.checkpoint_public_key is not None:
+            from tether.governance._audit import parse_public_key
+
+            parse_public_key(self.checkpoint_public_key)
 
     @property
     def checkpoints_path(self) -> Path:
@@ -70,6 +104,17 @@ class GovernanceConfig:
 _PATHS = {"policy_dir", "audit_dir", "checkpoints"}
 _NUMBERS = {"checkpoint_every": int, "checkpoint_interval_seconds": float,
             "approval_timeout_seconds": float, "reload_check_seconds": float}
+
+
+_BOOLS = {"allow_self_approval"}
+_SECTIONS = {"limits", "budgets", "residency"}
+
+
+def _section(key: str, raw: object) -> object:
+    from tether.governance._limits_config import parse_budgets, parse_limits, parse_residency
+
+    parse = {"limits": parse_limits, "budgets": parse_budgets, "residency": parse_residency}
+    return parse[key](raw)
 
 
 def load_governance_config(path: Path | None = None) -> GovernanceConfig | None:
@@ -96,7 +141,9 @@ def load_governance_config(path: Path | None = None) -> GovernanceConfig | None:
         if key not in known:
             raise ConfigError(f"{path}: unknown key governance.{key}; known keys: "
                               + ", ".join(sorted(known)))
-        if key in _PATHS:
+        if key in _SECTIONS:
+            values[key] = _section(key, raw)
+        elif key in _PATHS:
             if not isinstance(raw, str):
                 raise ConfigError(f"{where} must be a path (a string)")
             values[key] = base / raw
@@ -104,6 +151,10 @@ def load_governance_config(path: Path | None = None) -> GovernanceConfig | None:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{where} must be a number, not {raw!r}")
             values[key] = _NUMBERS[key](raw)
+        elif key in _BOOLS:
+            if not isinstance(raw, bool):
+                raise ConfigError(f"{where} must be true or false, not {raw!r}")
+            values[key] = raw
         else:
             if not isinstance(raw, str):
                 raise ConfigError(f"{where} must be a string, not {raw!r}")

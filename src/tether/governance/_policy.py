@@ -21,16 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
+import orjson
 
 from tether.errors import PolicyDenied, PolicyInvalid
-from tether.governance._bundle import Bundle, load_bundle, signature
+from tether.governance._bundle import GLOBAL_ATTRIBUTE, Bundle, load_bundle, signature
 from tether.types import JSONObject
 
 ALLOW, DENY, APPROVAL = "allow", "deny", "approval"
 
 RESOURCE_TYPES = {"start_run": "Agent", "call_tool": "Tool", "call_model": "Model",
-                  "approve": "Tool", "read_run": "Run", "cancel_run": "Run"}
+                  "approve": "Tool", "read_run": "Run", "cancel_run": "Run",
+                  "signal_run": "Run", "resolve_run": "Run"}
 """Every action the runtime, the CLI and the server ask about, and its resource type."""
+
+RUN_ACTIONS = frozenset(action for action, kind in RESOURCE_TYPES.items() if kind == "Run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,16 @@ def cedar_value(value: Any) -> Any:
     if isinstance(value, list):
         return [cedar_value(v) for v in value]
     return value
+
+
+def _context_json(context: JSONObject) -> str:
+    """The Cedar context as JSON text, encoded once for both requests of a decision (Cedar
+    would otherwise encode the dict once per request)."""
+    value = cedar_value(context)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # beyond orjson (an integer over 64 bits): Cedar refuses it, and denies
+        return json.dumps(value)
 
 
 @dataclass(slots=True)
@@ -152,8 +166,17 @@ class PolicyEngine:
         if principal not in bundle.principals:
             return (f"unknown principal {principal!r}: declare it as a User or ServiceAccount "
                     f"in {self.policy_dir / self._entities}")
+        if tenant is None or principal in bundle.global_principals:
+            return None
         home = bundle.tenants.get(principal)
-        if tenant is not None and home is not None and home != tenant:
+        if home is None:
+            # Fail closed: a principal nobody tied to a tenant must not act in all of them.
+            return (f"principal {principal!r} has no tenant attribute, so it may act in no "
+                    f"tenant ({tenant!r} asked): give it one in "
+                    f"{self.policy_dir / self._entities}, or mark it "
+                    f"\"{GLOBAL_ATTRIBUTE}\": true (declared in the schema as "
+                    f"{GLOBAL_ATTRIBUTE}?: Bool) to let it act in every tenant")
+        if home != tenant:
             return f"principal {principal!r} belongs to tenant {home!r}, not {tenant!r}"
         return None
 
@@ -184,7 +207,7 @@ class PolicyEngine:
         if problem is not None:
             return Decision(DENY, action, target, bundle=bundle.version,
                             reason=f"{action} on {target} denied: {problem}")
-        ctx = cedar_value(context or {})
+        ctx = _context_json(context or {})
         resource_uid = {"type": kind, "id": resource}
         requests = [{"principal": bundle.principals[principal],
                      "action": {"type": "Action", "id": action},

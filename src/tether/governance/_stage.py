@@ -25,6 +25,7 @@ from tether import _json
 from tether._clock import Clock
 from tether.errors import TetherError, UsageError
 from tether.governance._audit import AuditLog
+from tether.governance._canonical import canonical
 from tether.governance._policy import APPROVAL, Decision, PolicyEngine
 from tether.runtime import Effect, Handler, RunScope, Suspended
 from tether.store import Approval, NewRun, RecordState, Store, approval_signal
@@ -68,7 +69,8 @@ def _flight(scope: RunScope) -> _Flight:
     return flight
 
 
-def _run_info(run: Run | NewRun) -> JSONObject:
+def run_info(run: Run | NewRun) -> JSONObject:
+    """The ``run`` of a decision's context (its schema type ``RunInfo``)."""
     return {"id": run.run_id, "agent": run.agent, "tenant": run.tenant,
             "principal": run.principal}
 
@@ -98,7 +100,7 @@ class GovernanceStage:
         """``start_run``: may this principal (of this tenant) start this agent?"""
         decision = self.engine.authorize(
             principal=run.principal, tenant=run.tenant, action="start_run", resource=run.agent,
-            context={"run": _run_info(run)})
+            context={"run": run_info(run)})
         self._record(store, run.tenant, {
             "type": "decision", "principal": run.principal, "agent": run.agent,
             "run_id": run.run_id, "decision": decision.to_json(),
@@ -126,14 +128,14 @@ class GovernanceStage:
         run = effect.scope.run
         decision = self.engine.authorize(
             principal=run.principal, tenant=run.tenant, action="start_run", resource=effect.name,
-            context={"run": _run_info(run)})
+            context={"run": run_info(run)})
         return await self._governed(effect, decision, call_next, {})
 
     async def _llm(self, effect: Effect, flight: _Flight, call_next: Handler) -> Any:
         run = effect.scope.run
         decision = self.engine.authorize(
             principal=run.principal, agent=run.agent, tenant=run.tenant, action="call_model",
-            resource=effect.name, context={"run": _run_info(run)})
+            resource=effect.name, context={"run": run_info(run)})
         extra: JSONObject = {}
         call = effect.request
         if decision.allowed and call.tools:
@@ -149,18 +151,25 @@ class GovernanceStage:
 
     async def _tool(self, effect: Effect, flight: _Flight, call_next: Handler) -> Any:
         run = effect.scope.run
-        context: JSONObject = {"args": effect.request.args, "run": _run_info(run),
+        context: JSONObject = {"args": effect.request.args, "run": run_info(run),
                                "approval": {"granted": False, "approver": ""}}
         decision = self.engine.authorize(
             principal=run.principal, agent=run.agent, tenant=run.tenant, action="call_tool",
             resource=effect.name, context=context)
         extra: JSONObject = {"args_digest": self.audit.digest(run.tenant, effect.request.args)}
         if decision.effect == APPROVAL:
-            approval = await self._approval(effect, flight, decision)
+            approval, unbound = await self._approval(effect, flight, decision)
             extra["approval"] = {"id": approval.approval_id, "by": approval.decided_by,
                                  "reason": approval.reason, "at_ms": approval.decided_at_ms,
                                  "policies": list(decision.policies)}
-            if approval.status != "approved":
+            if unbound is not None:
+                extra["approval"]["unbound"] = unbound
+                decision = dataclasses.replace(
+                    decision, effect="deny",
+                    reason=f"{decision.action} on {decision.resource}: approval "
+                           f"{approval.approval_id} {unbound}, so it does not cover this call; "
+                           "ask for the call again")
+            elif approval.status != "approved":
                 decision = dataclasses.replace(
                     decision, effect="deny",
                     reason=f"{decision.action} on {decision.resource}: approval "
@@ -211,9 +220,16 @@ class GovernanceStage:
 
     # -- approvals -------------------------------------------------------------------------
 
-    async def _approval(self, effect: Effect, flight: _Flight, decision: Decision) -> Approval:
+    async def _approval(self, effect: Effect, flight: _Flight, decision: Decision,
+                        ) -> tuple[Approval, str | None]:
         """The decided approval of this call: asked for, waited for (parking the run),
-        expired when its time is up. Raises ``Suspended`` when the run parks."""
+        expired when its time is up. Raises ``Suspended`` when the run parks.
+
+        The approval is found by ``run_id:seq``, but it covers only the call it was asked
+        for: after a replay that lost lazy journal writes, a new model reply may put another
+        call at the same seq. Then it comes back with why it does not match (and, while
+        still pending, is settled as denied so nobody approves a call that no longer
+        exists); the caller denies the call rather than park on someone else's request."""
         scope = effect.scope
         run, store = scope.run, scope.journal.store
         approval_id = f"{run.run_id}:{effect.seq}"
@@ -234,6 +250,34 @@ class GovernanceStage:
                 "approval_id": approval_id, "policies": list(decision.policies),
                 "args_digest": self.audit.digest(run.tenant, effect.request.args),
                 "expires_at_ms": approval.expires_at_ms})
+        unbound = _unbound(approval, effect)
+        if unbound is None:
+            return await self.await_decision(effect, approval), None
+        if approval.status == "pending":
+            try:
+                approval = await store.decide_approval(
+                    approval_id, status="denied", by="tether",
+                    reason=f"superseded: the call at step {effect.seq} is now another one",
+                    now_ms=self._clock.now_ms())
+                self._record(store, run.tenant, {
+                    "type": "approval.decided", "approval_id": approval_id,
+                    "run_id": run.run_id, "seq": effect.seq, "status": "denied",
+                    "by": "tether", "unbound": unbound})
+            except UsageError:  # decided meanwhile: it still does not cover this call
+                approval = await store.get_approval(approval_id) or approval
+        return approval, unbound
+
+    @property
+    def timeout_ms(self) -> int:
+        """How long an approval request waits before it expires."""
+        return self._timeout_ms
+
+    async def await_decision(self, effect: Effect, approval: Approval) -> Approval:
+        """The approval once decided: expired when its time is up, else waited for with the
+        run parked (raises ``Suspended`` then). Other stages use it for their own requests."""
+        flight = _flight(effect.scope)
+        run, store = effect.scope.run, effect.scope.journal.store
+        approval_id = approval.approval_id
         while True:
             if approval.status == "pending" and self._clock.now_ms() >= approval.expires_at_ms:
                 try:
@@ -286,6 +330,11 @@ class GovernanceStage:
 
     # -- audit -----------------------------------------------------------------------------
 
+    async def close(self, store: Store) -> None:
+        """When the runtime closes: anchor the tail of every chain written here, so a tail
+        cut off after a clean shutdown is caught by ``tether audit verify``."""
+        await self.audit.checkpoint_pending(store)
+
     def _record(self, store: Store, tenant: str, record: JSONObject) -> None:
         # Lazy: it commits with the next batch, and before any side effect's durable intent.
         pending = self.audit.append(store, tenant, record)
@@ -294,6 +343,16 @@ class GovernanceStage:
     async def _checkpoint_if_due(self, store: Store, tenant: str) -> None:
         if self.audit.checkpoint_due(tenant):
             await self.audit.checkpoint(store, tenant)
+
+
+def _unbound(approval: Approval, effect: Effect) -> str | None:
+    """Why ``approval`` does not cover this tool call (another tool, other arguments, by
+    their canonical JSON), or None when it is the very call that was asked for."""
+    if approval.tool != effect.name:
+        return f"was asked for tool {approval.tool!r}, not {effect.name!r}"
+    if canonical(_json.decode(approval.args)) != canonical(effect.request.args):
+        return f"was asked for {approval.tool!r} with other arguments"
+    return None
 
 
 def _asking(reply: JSONObject, effect: Effect) -> JSONObject:

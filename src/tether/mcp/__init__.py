@@ -15,9 +15,10 @@ from tether.mcp._config import (
     ToolOptions,
     load_mcp_servers,
 )
-from tether.mcp._launch import Launch, Launcher, default_launcher
+from tether.mcp._launch import Launch, Launcher, default_launcher, sandbox_launcher
 from tether.mcp._servers import MCPServers
 from tether.mcp._tool import MCPTool
 
 __all__ = ["HTTPServer", "Launch", "Launcher", "MCPServers", "MCPTool", "ServerConfig",
-           "StdioServer", "ToolOptions", "default_launcher", "load_mcp_servers"]
+           "StdioServer", "ToolOptions", "default_launcher", "load_mcp_servers",
+           "sandbox_launcher"]

@@ -117,6 +117,13 @@ class StdioServer(_Server):
     """Names of the variables passed through from the runtime's environment."""
     cwd: str | None = None
     """Its working directory (default: the runtime's)."""
+    sandbox: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """A sandbox profile to run the server in (``[sandbox.profiles.NAME]``, or ``default``):
+    an unprivileged uid, its own namespaces with no network (or the profile's allow-list),
+    seccomp and the profile's limits. Its environment is the sandbox's plus the variables of
+    ``env``, each of which the profile's ``env`` must list too; ``command`` is looked up on
+    the sandbox's ``PATH``, and a path outside ``/usr`` must be in the profile's
+    ``read_only``. It runs in a fresh ``/workspace``, so ``cwd`` cannot be set."""
 
     @pydantic.field_validator("env")
     @classmethod

@@ -247,6 +247,11 @@ class ServerConnection:
             raise ToolError(tether_name, f"MCP server {self.name!r} answered {tool!r} with a "
                                          f"{type(result).__name__}, not a tool result",
                             error_type="MCPError")
+        if self._secrets:
+            # A server may echo its environment or headers back: what it was given in
+            # confidence must not reach the model or the journal through its answers.
+            result = mcp.types.CallToolResult.model_validate(
+                self._scrub_json(result.model_dump(mode="json", by_alias=True)))
         return result
 
     async def _went_away(self, tether_name: str, tool: str,
@@ -298,6 +303,15 @@ class ServerConnection:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def _scrub_json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, list):
+            return [self._scrub_json(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._scrub_json(item) for key, item in value.items()}
+        return value
 
 
 def _innermost(exc: BaseException) -> BaseException:

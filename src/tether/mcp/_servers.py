@@ -9,10 +9,16 @@ from types import TracebackType
 import anyio
 
 from tether.errors import ConfigError, MCPServerError
-from tether.mcp._config import ServerConfig, describe_servers, load_mcp_servers
+from tether.mcp._config import ServerConfig, StdioServer, describe_servers, load_mcp_servers
 from tether.mcp._connection import ServerConnection
-from tether.mcp._launch import Launcher, default_launcher
+from tether.mcp._launch import (
+    Launcher,
+    check_sandboxed,
+    default_launcher,
+    sandbox_launcher,
+)
 from tether.mcp._tool import MCPTool
+from tether.sandbox import Sandbox, load_sandbox_config
 
 
 class MCPServers:
@@ -36,11 +42,23 @@ class MCPServers:
             sandbox's hook); by default the command runs with only the allow-listed variables.
         environ: where allow-listed variables and header values come from (default: the
             process environment, read at each launch).
+        sandbox: runs the stdio servers that name a ``sandbox`` profile (default: one with the
+            ``[sandbox]`` profiles of ``./tether.toml``, made when some server needs it).
     """
 
     def __init__(self, servers: Iterable[ServerConfig] = (), *,
                  launcher: Launcher = default_launcher,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 sandbox: Sandbox | None = None) -> None:
+        servers = list(servers)
+        if sandbox is None and any(isinstance(config, StdioServer) and config.sandbox
+                                   for config in servers):
+            sandbox = Sandbox(load_sandbox_config())
+        if sandbox is not None:
+            for config in servers:  # a mistake shows now, not as a server that keeps failing
+                if isinstance(config, StdioServer) and config.sandbox is not None:
+                    check_sandboxed(config, sandbox)
+            launcher = sandbox_launcher(sandbox, launcher)
         self._connections: dict[str, ServerConnection] = {}
         for config in servers:
             if config.name in self._connections:
@@ -51,10 +69,17 @@ class MCPServers:
 
     @classmethod
     def from_config(cls, path: Path | str | None = None, *, launcher: Launcher = default_launcher,
-                    environ: Mapping[str, str] | None = None) -> MCPServers:
-        """The servers of a ``tether.toml`` (``./tether.toml`` when no path is given)."""
-        servers = load_mcp_servers(None if path is None else Path(path))
-        return cls(servers.values(), launcher=launcher, environ=environ)
+                    environ: Mapping[str, str] | None = None,
+                    sandbox: Sandbox | None = None) -> MCPServers:
+        """The servers of a ``tether.toml`` (``./tether.toml`` when no path is given); servers
+        with a ``sandbox`` profile run in that file's ``[sandbox]`` profiles unless a
+        ``sandbox`` is given."""
+        file = None if path is None else Path(path)
+        servers = load_mcp_servers(file)
+        if sandbox is None and any(isinstance(config, StdioServer) and config.sandbox
+                                   for config in servers.values()):
+            sandbox = Sandbox(load_sandbox_config(file))
+        return cls(servers.values(), launcher=launcher, environ=environ, sandbox=sandbox)
 
     @property
     def names(self) -> list[str]:

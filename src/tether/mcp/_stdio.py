@@ -15,6 +15,7 @@ neither leak the process nor hang on it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -69,8 +70,20 @@ async def open_stdio(name: str, launch: Launch) -> AsyncIterator[StdioProcess]:
     Raises:
         OSError: the process could not be started (no such file, not executable).
     """
-    process = await anyio.open_process(list(launch.argv), env=dict(launch.env), cwd=launch.cwd,
-                                       start_new_session=True)
+    async with contextlib.AsyncExitStack() as stack:
+        if launch.opener is not None:
+            # The opener (the sandbox's) stops the process and cleans up after _stop below.
+            process = await stack.enter_async_context(launch.opener())
+        else:
+            process = await anyio.open_process(list(launch.argv), env=dict(launch.env),
+                                               cwd=launch.cwd, start_new_session=True)
+        async with _bridged(name, launch, process) as server:
+            yield server
+
+
+@asynccontextmanager
+async def _bridged(name: str, launch: Launch,
+                   process: anyio.abc.Process) -> AsyncIterator[StdioProcess]:
     # From here on no await may come before the task group is entered, or a cancellation
     # landing in between would leak the live process.
     read_send, read_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)

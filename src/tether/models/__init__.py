@@ -17,12 +17,13 @@ from tether.models._config import (
     parse_model_name,
 )
 from tether.models._openai import OpenAIModel
+from tether.models._pricing import Pricer, price_table_version
 from tether.models._protocol import DeltaCallback, Model, ModelRequest, RetryCallback, ToolSpec
 from tether.models._registry import ModelRegistry, build_model
 from tether.models._scripted import ScriptedModel
 
 __all__ = [
     "AnthropicModel", "DeltaCallback", "Model", "ModelConfig", "ModelPrices", "ModelRegistry",
-    "ModelRequest", "ModelRetry", "OpenAIModel", "RetryCallback", "ScriptedModel", "ToolSpec",
-    "build_model", "load_model_configs", "parse_model_name",
+    "ModelRequest", "ModelRetry", "OpenAIModel", "Pricer", "RetryCallback", "ScriptedModel", "ToolSpec",
+    "build_model", "load_model_configs", "parse_model_name", "price_table_version",
 ]

@@ -57,6 +57,24 @@ def _flat(usage: Usage, given: Decimal, output: Decimal, read: Decimal, write: D
     return float(total)
 
 
+def price_table_version(overrides: ModelPrices | None = None) -> str:
+    """Which prices a cost came from, for the audit trail: the configured prices, or the
+    ``genai-prices`` release and the date of its bundled snapshot."""
+    if overrides is not None:
+        return "config"
+    return _table_version()
+
+
+@functools.lru_cache(maxsize=1)
+def _table_version() -> str:
+    from importlib.metadata import version
+
+    from genai_prices import data_snapshot
+
+    stamp = data_snapshot.get_snapshot().timestamp
+    return f"genai-prices {version('genai-prices')} ({stamp:%Y-%m-%d})"
+
+
 @functools.lru_cache(maxsize=256)
 def _table_price(provider: str, model: str) -> Any:
     from genai_prices import data_snapshot  # imported on first use: it loads a large table

@@ -11,9 +11,9 @@ from tether.runtime._agent import Agent, agent, load_agent
 from tether.runtime._context import ChildRun, Context
 from tether.runtime._events import Event, EventBus, Subscription
 from tether.runtime._owner import owner_is_dead
-from tether.runtime._pipeline import Admission, Effect, Handler, RunScope, Stage, Suspended
+from tether.runtime._pipeline import Admission, Closing, Effect, Handler, RunScope, Stage, Suspended
 from tether.runtime._runtime import RunHandle, Runtime
 
-__all__ = ["Admission", "Agent", "ChildRun", "Context", "Effect", "Event", "EventBus", "Handler",
+__all__ = ["Admission", "Agent", "ChildRun", "Closing", "Context", "Effect", "Event", "EventBus", "Handler",
            "RunHandle", "Runtime", "RunScope", "Stage", "Subscription", "Suspended", "agent", "load_agent",
            "owner_is_dead"]

@@ -106,6 +106,7 @@ class Executor:
         return await invoke(request.tool, dict(request.kwargs), run_id=run_id, seq=effect.seq,
                             first_attempt=first, sleep=self._clock.sleep, on_retry=on_retry,
                             limiter=self._limiter_for(request.tool), sandbox=self._sandbox,
+                            tenant=effect.scope.run.tenant,
                             on_progress=on_progress if request.tool.context_param else None)
 
     async def _llm(self, effect: Effect) -> JSONObject:

@@ -126,6 +126,14 @@ class Admission(Protocol):
     async def admit(self, run: NewRun, store: Store) -> None: ...
 
 
+@runtime_checkable
+class Closing(Protocol):
+    """A stage with work to finish when its runtime closes, after every run here stopped and
+    before the store closes (governance signs the last checkpoint of its audit chains)."""
+
+    async def close(self, store: Store) -> None: ...
+
+
 def build_pipeline(stages: Sequence[Stage], executors: Mapping[str, Handler],
                    ) -> dict[str, Handler]:
     """For each effect kind, chain the stages that act on it, first to last, in front of the

@@ -52,6 +52,7 @@ from tether.runtime._owner import new_owner_id, owner_is_dead
 from tether.runtime._pipeline import (
     Abandoned,
     Admission,
+    Closing,
     Effect,
     EventStage,
     Handler,
@@ -63,8 +64,10 @@ from tether.runtime._pipeline import (
     build_pipeline,
     core_stages,
 )
+from tether.runtime._telemetry import TelemetryStage
 from tether.sandbox import Sandbox, load_sandbox_config
 from tether.store import Claim, NewRun, Record, Store, open_store
+from tether.telemetry import Telemetry
 from tether.tools import Tool
 from tether.types import JSON, JSONObject, Run, RunStatus
 
@@ -165,13 +168,19 @@ class Runtime:
         sandbox: where tools declared with ``sandbox=PROFILE`` run (default: one with the
             ``[sandbox]`` profiles of ``./tether.toml``); its warm pools live while the
             runtime is open.
+        telemetry: OpenTelemetry spans for runs, model and tool calls (``tether.telemetry``).
+            Without ``settings``, the ``[telemetry]`` table of ``./tether.toml`` is read when
+            this is not given; without either, no span is made.
     """
 
     def __init__(self, db: str | None = None, *, settings: Settings | None = None,
                  agents: Sequence[Agent] = (), models: Sequence[Model] | Mapping[str, Model | ModelConfig] = (),
                  clock: Clock | None = None, worker: bool = True, stages: Sequence[Stage] = (),
-                 store: Store | None = None, sandbox: Sandbox | None = None) -> None:
+                 store: Store | None = None, sandbox: Sandbox | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         configured = load_model_configs() if settings is None else {}
+        self.telemetry = telemetry if telemetry is not None or settings is not None \
+            else Telemetry.load()
         self.sandbox = sandbox or Sandbox(load_sandbox_config())
         settings = settings or load_settings()
         self.settings = settings.replace(db=db) if db is not None else settings
@@ -190,7 +199,10 @@ class Runtime:
             self._models.add(name, model)
         stage_list = core_stages(self.events, self.clock)
         stage_list[2:2] = list(stages)  # after JournalStage and ValidateStage
+        if self.telemetry is not None:  # right after the journal: replays make no span
+            stage_list.insert(1, TelemetryStage(self.telemetry))
         self._admissions = [stage for stage in stages if isinstance(stage, Admission)]
+        self._closings = [stage for stage in stages if isinstance(stage, Closing)]
         executors = Executor(clock=self.clock, bus=self.events, limiter_for=self._limiter,
                              start_child=self._start_child, sandbox=self.sandbox).by_kind()
         self._pipelines: dict[str, Handler] = build_pipeline(stage_list, executors)
@@ -249,12 +261,24 @@ class Runtime:
             # Hand our runs back at once so the next worker need not wait for our lease.
             with anyio.CancelScope(shield=True):
                 try:
+                    await self._close_stages()
                     await self.store.release(owner=self.owner)
                 finally:
                     await self.store.aclose()
                     self._restore_interpreter()
                     await self._models.aclose()  # the model clients' connections
                     await self.sandbox.aclose()  # idle warm workers
+                    if self.telemetry is not None:  # export the spans still buffered
+                        await anyio.to_thread.run_sync(self.telemetry.shutdown)
+
+    async def _close_stages(self) -> None:
+        """Let stages finish their work while the store is still open (governance signs a
+        last checkpoint of the audit chains this process extended)."""
+        for stage in self._closings:
+            try:
+                await stage.close(self.store)
+            except (TetherError, OSError) as exc:
+                logger.warning("closing %s: %s", type(stage).__name__, exc)
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop taking runs, let every effect in flight finish, and stop each run before its
@@ -426,6 +450,7 @@ class Runtime:
         if task is not None:
             task.cancel()
         self.events.publish(run_id, "run.cancelled", {"reason": reason})
+        await self._release_workspace(run)
         self._notify(run)
         return run
 
@@ -587,7 +612,11 @@ class Runtime:
     async def _execute(self, claim: Claim, fresh: bool) -> None:
         run_id = claim.run.run_id
         try:
-            await self._drive(claim, fresh)
+            if self.telemetry is None:
+                await self._drive(claim, fresh)
+            else:
+                with self.telemetry.run_span(claim.run, resumed=not fresh):
+                    await self._drive(claim, fresh)
         except asyncio.CancelledError:
             pass  # cancelled by us (run cancelled, claim lost, shutdown): the task just ends
         except Exception:  # a bug in Tether itself: keep the worker alive, say what happened
@@ -669,9 +698,17 @@ class Runtime:
         self.events.publish(run.run_id, f"run.{status}", {
             "replayed": scope.journal.replayed, "executed": scope.journal.executed,
             **({"error": error} if error else {})})
+        if self.telemetry is not None:  # settled in the run's task: its span is current
+            self.telemetry.run_settled(str(status), error)
         if status.is_terminal:
             self._own.discard(run.run_id)
+            await self._release_workspace(run)
         self._notify(final)
+
+    async def _release_workspace(self, run: Run) -> None:
+        """Remove the run's sandbox workspace, if a ``workspace = "run"`` profile made one."""
+        if self.sandbox.keeps_run_workspaces:  # no thread hop per run otherwise
+            await anyio.to_thread.run_sync(self.sandbox.release_run, run.tenant, run.run_id)
 
     async def _suspend(self, scope: RunScope, *, wake_at_ms: int | None,
                        waiting_for: str | None) -> bool:

@@ -1,4 +1,4 @@
-"""Reading what a sandbox left in its workspace, without following its links.
+"""Host-side work on what a sandbox left in its workspace, never following its links.
 
 The payload owns the workspace, so any name in it may be a symlink to a host file the runtime
 (root, say) can read and the payload cannot. Every component is opened relative to the one
@@ -46,3 +46,15 @@ def read_beneath(root: Path, relative: str, *, max_bytes: int = 1024**2) -> byte
             return f.read(max_bytes)
     finally:
         os.close(file_fd)
+
+
+def hand_over(root: Path, uid: int) -> None:
+    """Give everything under ``root`` to ``uid`` (a run's workspace, for its next sandbox).
+
+    Links are changed themselves, never followed, and the walk never enters a linked
+    directory, so a link an earlier payload planted cannot hand a host file over. No sandbox
+    runs in the workspace meanwhile: the previous one was killed and reaped.
+    """
+    for directory, subdirs, files in os.walk(root, followlinks=False):
+        for name in (*subdirs, *files):
+            os.chown(os.path.join(directory, name), uid, uid, follow_symlinks=False)

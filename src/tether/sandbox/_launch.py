@@ -3,14 +3,19 @@
 From the outside in::
 
     supervisor (this process: a cgroup of the sandbox's own, the wall clock, the kill)
-      -> an unprivileged uid of the sandbox's own, set before bubblewrap starts (root runtimes)
+      -> an unprivileged uid of the sandbox's own (``_uids.py``), set before bubblewrap starts
+         (root runtimes)
         -> bubblewrap: every namespace unshared, no nested user namespaces, a root built from an
            allow-list (/usr read-only, a synthetic /etc, /tmp, the workspace), --clearenv,
            --new-session, --die-with-parent, and two seccomp filters (default deny)
-          -> _inside.py: Landlock, then "ready"
+          -> _inside.py: the bridge to the network proxy (allow-list profiles), Landlock,
+             then "ready"
              [host: check every process's uid and capabilities from /proc, move them into the
               cgroup, set rlimits; refuse and kill on any doubt]
           -> "go": the payload (a command, or one call of a tool function)
+
+A profile with a network allow-list adds a host-side proxy (``_proxy.py``) on a unix socket
+mounted at ``/run/tether``; nothing else about the network changes.
 
 Why the uid comes first: bubblewrap run as root keeps full capabilities, and even with
 ``--uid`` its user namespace maps the payload to host root (measured: a payload remounted ``/``
@@ -26,7 +31,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +42,15 @@ import anyio.abc
 
 from tether.errors import SandboxError, SandboxUnsafe
 from tether.sandbox._cgroup import Cgroup
+from tether.sandbox._files import hand_over
+from tether.sandbox._imports import Imports
 from tether.sandbox._probe import Layers
 from tether.sandbox._profile import Profile
+from tether.sandbox._proxy import NetworkProxy
 from tether.sandbox._python import open_to_others
 from tether.sandbox._seccomp import seccomp_fds
+from tether.sandbox._sweep import locked_temp_dir
+from tether.sandbox._uids import UidPool
 
 WORKSPACE = "/workspace"
 """Where the workspace appears inside the sandbox (also the working directory and HOME)."""
@@ -50,7 +59,14 @@ _INSIDE_SOURCE = (Path(__file__).parent / "_inside.py").read_text(encoding="utf-
 _SANDBOX_ID = 1000  # the payload's uid and gid as it sees them (host: its own uid)
 _PASSWD = f"sandbox:x:{_SANDBOX_ID}:{_SANDBOX_ID}:sandbox:{WORKSPACE}:/bin/sh\n"
 _GROUP = f"sandbox:x:{_SANDBOX_ID}:\n"
+_BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "TMPDIR": "/tmp",  # noqa: S108
+             "LANG": "C.UTF-8", "USER": "sandbox"}
+SANDBOX_ENV = frozenset(_BASE_ENV)
+"""Variables every sandbox gets with values of its own (a profile's ``env`` may override)."""
 _STARTUP_SECONDS = 30.0
+_PROXY_DIR = "/run/tether"
+PROXY_PORT = 3128
+"""Where the bridge to the network proxy listens inside a sandbox (its own ``127.0.0.1``)."""
 _KILL_GRACE_SECONDS = 5.0
 
 
@@ -79,29 +95,6 @@ class SandboxResult:
         if self.timed_out:
             return 124
         return self.exit_code if self.exit_code is not None else 128 + (self.signal or 0)
-
-
-class UidPool:
-    """Hands each live sandbox a host uid of its own, so sandboxes cannot signal, ptrace or
-    read each other's files, and RLIMIT_NPROC counts one sandbox only."""
-
-    def __init__(self, base: int, count: int) -> None:
-        self._base, self._count = base, count
-        self._next = os.getpid() % count  # processes sharing a range mostly stay apart
-        self._taken: set[int] = set()
-
-    def take(self) -> int:
-        for _ in range(self._count):
-            uid = self._base + self._next
-            self._next = (self._next + 1) % self._count
-            if uid not in self._taken:
-                self._taken.add(uid)
-                return uid
-        raise SandboxError(f"all {self._count} sandbox uids are in use; raise "
-                           "[sandbox] uid_count")
-
-    def give_back(self, uid: int) -> None:
-        self._taken.discard(uid)
 
 
 @dataclass(slots=True)
@@ -149,12 +142,17 @@ async def _write_fd(fd: int, data: bytes) -> None:
 
 
 def _data_fd(text: str) -> int:
-    read_end, write_end = os.pipe()
+    """A file descriptor to read ``text`` from (a memfd: unlike a pipe, any size fits)."""
+    fd = os.memfd_create("tether-sandbox")
     try:
-        os.write(write_end, text.encode())
-    finally:
-        os.close(write_end)
-    return read_end
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _tree(pid: int) -> list[int]:
@@ -210,9 +208,15 @@ class LaunchSpec:
     argv: tuple[str, ...] = ()
     workspace: Path | None = None
     """A host directory to mount as the workspace; None: a fresh one, removed afterwards."""
-    import_roots: tuple[str, ...] = ()
+    imports: Imports = field(default_factory=Imports)
+    """What a ``call`` worker may import (mounted read-only; see ``_imports.py``)."""
     environ: Mapping[str, str] = field(default_factory=dict)
     """Where the profile's ``env`` allow-list takes values from (the host environment)."""
+    stdio: bool = False
+    """Give the payload a stdin pipe and leave its pipes to the caller (a server)."""
+    reused_workspace: bool = False
+    """The workspace outlives this sandbox (a run's): everything in it, not only its top, is
+    handed to this sandbox's uid, since an earlier sandbox of another uid wrote it."""
 
 
 class SandboxProcess:
@@ -229,6 +233,10 @@ class SandboxProcess:
         self._own_workspace = False
         self._restore_owner: tuple[int, int] | None = None
         self._control_in = self._control_out = -1
+        self._proxy: NetworkProxy | None = None
+        self._proxy_dir: Path | None = None
+        self._locks: list[int] = []
+        """Descriptors holding the flocks of this sandbox's temporary directories."""
         self.landlock_abi = 0
 
     @property
@@ -242,7 +250,8 @@ class SandboxProcess:
 
     def _prepare_workspace(self) -> None:
         if self.spec.workspace is None:
-            self._workspace = Path(tempfile.mkdtemp(prefix="tether-workspace-"))
+            self._workspace, lock = locked_temp_dir("tether-workspace-")
+            self._locks.append(lock)
             self._own_workspace = True
         else:
             self._workspace = self.spec.workspace.resolve()
@@ -253,6 +262,8 @@ class SandboxProcess:
             if not self._own_workspace:
                 self._restore_owner = (info.st_uid, info.st_gid)
             # Only the sandbox's uid may write there while it runs; its owner comes back after.
+            if self.spec.reused_workspace:
+                hand_over(self._workspace, self._uid)
             os.chown(self._workspace, self._uid, self._uid)
             os.chmod(self._workspace, 0o700)
         if not open_to_others(str(self._workspace.parent)):
@@ -278,35 +289,62 @@ class SandboxProcess:
                  "--bind", str(self.workspace), WORKSPACE, "--chdir", WORKSPACE]
         read_only = [python.prefix] if not python.prefix.startswith("/usr") else []
         if self.spec.mode == "call":
-            read_only += list(self.spec.import_roots)
+            read_only += list(self.spec.imports.mounts)
         for path in dict.fromkeys([*read_only, *profile.read_only]):
             argv += ["--ro-bind", path, path]
         for path in profile.writable:
             argv += ["--bind", path, path]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "TMPDIR": "/tmp",  # noqa: S108
-               "LANG": "C.UTF-8", "USER": "sandbox"}
-        env.update({k: self.spec.environ[k] for k in profile.env if k in self.spec.environ})
-        for key, value in env.items():
+        for key, value in _BASE_ENV.items():
             argv += ["--setenv", key, value]
+        bridge = None
+        if self._proxy_dir is not None:
+            argv += ["--ro-bind", str(self._proxy_dir), _PROXY_DIR]
+            bridge = {"port": PROXY_PORT, "socket": f"{_PROXY_DIR}/proxy.sock"}
+            proxy = f"http://127.0.0.1:{PROXY_PORT}"
+            for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                        "all_proxy"):
+                argv += ["--setenv", key, proxy]
         for fd in fds["seccomp"]:
             argv += ["--add-seccomp-fd", str(fd)]
         config = {"mode": self.spec.mode, "argv": list(self.spec.argv),
-                  "import_roots": list(self.spec.import_roots),
+                  "import_roots": list(self.spec.imports.path),
+                  # The profile's values may be secrets: never on a command line, which every
+                  # local user can read in /proc; _inside.py sets them (environ is 0400).
+                  "env": {k: self.spec.environ[k] for k in profile.env
+                          if k in self.spec.environ},
                   "control_in": fds["control_in"], "control_out": fds["control_out"],
-                  "rlimits": self._limits(),
+                  "rlimits": self._limits(), "bridge": bridge,
                   "landlock": self._landlock_rules() if self._use_landlock() else None}
+        fds["config"] = _data_fd(json.dumps(config))
         return [*argv, "--", python.executable, "-I", "-S", "-c", _INSIDE_SOURCE,
-                json.dumps(config)]
+                str(fds["config"])]
 
     def _use_landlock(self) -> bool:
         return self.profile.landlock != "off" and self._layers.landlock_abi > 0
 
-    def _landlock_rules(self) -> dict[str, list[str]]:
+    def _landlock_rules(self) -> dict[str, list[Any]]:
         # bubblewrap already built the root from an allow-list, so everything in it may be
         # read; Landlock adds that only /tmp, the workspace and the profile's writable paths
-        # take writes, and (ABI 4 and 6) no TCP, no abstract sockets, no signals outside.
+        # take writes, and (ABI 4 and 6) no TCP but to the proxy bridge, no abstract sockets,
+        # no signals outside.
         return {"read": ["/"], "write": ["/tmp", WORKSPACE, *self.profile.writable],  # noqa: S108
-                "device": ["/dev"]}
+                "device": ["/dev"],
+                "connect_ports": [PROXY_PORT] if self._proxy_dir is not None else []}
+
+    def _start_proxy(self) -> None:
+        if self.profile.network == "none":
+            return
+        self._proxy_dir, lock = locked_temp_dir("tether-proxy-")
+        self._locks.append(lock)
+        if self._uid is not None:
+            # bubblewrap runs as the sandbox's uid and must reach the directory to mount it.
+            os.chown(self._proxy_dir, self._uid, self._uid)
+        self._proxy = NetworkProxy(self.profile.network, self._proxy_dir, uid=self._uid)
+
+    @property
+    def proxy(self) -> NetworkProxy | None:
+        """The sandbox's network proxy (profiles with a network allow-list)."""
+        return self._proxy
 
     async def start(self) -> None:
         """Start the sandbox up to its go, checked and contained; raises and cleans up on any
@@ -316,6 +354,7 @@ class SandboxProcess:
             assert self._uids is not None
             self._uid = self._uids.take()
         self._prepare_workspace()
+        self._start_proxy()
         if self._layers.cgroup is not None:
             self._cgroup = Cgroup(self._layers.cgroup, memory_bytes=self.profile.memory_bytes,
                                   processes=self.profile.processes)
@@ -323,7 +362,7 @@ class SandboxProcess:
         self._control_out, child_out = os.pipe()
         fds: dict[str, Any] = {"control_in": child_in, "control_out": child_out,
                                "passwd": _data_fd(_PASSWD), "group": _data_fd(_GROUP),
-                               "seccomp": seccomp_fds()}
+                               "seccomp": seccomp_fds(tcp=self._proxy is not None)}
         passed = [child_in, child_out, fds["passwd"], fds["group"], *fds["seccomp"]]
         try:
             os.set_blocking(self._control_in, False)
@@ -331,8 +370,12 @@ class SandboxProcess:
             ids: dict[str, Any] = {}
             if self._uid is not None:
                 ids = {"user": self._uid, "group": self._uid, "extra_groups": []}
+            argv = self._bwrap_argv(fds)
+            passed.append(fds["config"])
             self._process = await anyio.open_process(
-                self._bwrap_argv(fds), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                argv,
+                stdin=subprocess.PIPE if self.spec.stdio else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 pass_fds=passed, start_new_session=True, env={}, **ids)
         finally:
@@ -359,7 +402,10 @@ class SandboxProcess:
             check_unprivileged(pid)
             if self._cgroup is not None:
                 self._cgroup.add(pid)
-        self._check_limits(tree[-1])  # the last one found is _inside.py, the payload-to-be
+        # bubblewrap and its init come first; then _inside.py (the payload-to-be) and the
+        # proxy bridge it may have started, which set their own limits.
+        for pid in tree[2:]:
+            self._check_limits(pid)
 
     def _limits(self) -> dict[str, int]:
         """The rlimits the payload starts under (``_inside.py`` sets them on itself: lowering
@@ -435,6 +481,15 @@ class SandboxProcess:
             duration_seconds=time.monotonic() - started)
         return result, response
 
+    async def go(self) -> anyio.abc.Process:
+        """Let a ``stdio`` payload go and hand over its process: the caller owns its pipes
+        and ``aclose`` (no wall clock: a server runs until it is closed)."""
+        assert self._process is not None, "start() first"
+        assert self.spec.stdio, "only a stdio spec hands over its process"
+        os.close(self._control_in)
+        self._control_in = -1
+        return self._process
+
     def kill(self) -> None:
         """SIGKILL everything in the sandbox (a stopped or traced process too)."""
         if self._process is not None and self._process.returncode is None:
@@ -461,6 +516,12 @@ class SandboxProcess:
                         break
                     self._cgroup.kill()
                     await anyio.sleep(0.02)
+            if self._proxy is not None:
+                await anyio.to_thread.run_sync(self._proxy.close)
+                self._proxy = None
+            if self._proxy_dir is not None:
+                shutil.rmtree(self._proxy_dir, ignore_errors=True)
+                self._proxy_dir = None
             self._release_workspace()
 
     def _release_workspace(self) -> None:
@@ -470,6 +531,10 @@ class SandboxProcess:
             elif self._restore_owner is not None:
                 with contextlib.suppress(OSError):
                     os.chown(self._workspace, *self._restore_owner)
+        # Removed first, unlocked after: a sweeping runtime never sees one half-removed.
+        for lock in self._locks:
+            os.close(lock)
+        self._locks.clear()
         if self._uid is not None and self._uids is not None:
             self._uids.give_back(self._uid)
             self._uid = None

@@ -69,9 +69,6 @@ class Layers:
         if profile.landlock == "required" and not self.landlock_abi:
             found.append("landlock = 'required' but this kernel has no Landlock (Linux 5.13 "
                          "or newer with CONFIG_SECURITY_LANDLOCK and lsm=landlock)")
-        if profile.network != "none":
-            found.append("network allow-lists need the proxy layer, which this version does "
-                         "not have: use network = 'none'")
         if self.cgroup is None and not self.root:
             found.append("processes: no cgroup with memory and pids controllers is delegated "
                          "to this user, and without one RLIMIT_NPROC would count every "
@@ -99,6 +96,9 @@ class Layers:
             ("seccomp", self.seccomp_problem or "yes: default-deny allow-list"),
             ("landlock", f"ABI {self.landlock_abi}" if self.landlock_abi else "not available"),
             ("cgroup", cgroup),
+            ("network", "none by default; allow-lists through an HTTP CONNECT proxy on a "
+                        "unix socket (no DNS, no UDP)" if not self.seccomp_problem
+             else "none (allow-lists need seccomp)"),
             ("python", self.python.executable if self.python else f"{self.python_problem}"),
             ("wasm", "not available (no WASM backend in this version)"),
         ]

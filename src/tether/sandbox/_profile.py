@@ -13,11 +13,16 @@ from ``default``, so a profile only states what it loosens::
     cpu_seconds = 120
     memory_bytes = "2GiB"
     warm_workers = 2
+
+    [sandbox.profiles.fetch]
+    network = ["api.example.com", "*.githubusercontent.com"]   # through the proxy only
+    workspace = "run"                                          # one workspace per run
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +30,7 @@ import pydantic
 
 from tether.config import config_file, read_toml
 from tether.errors import ConfigError
+from tether.sandbox._hosts import check_host_pattern
 
 _UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3,
           "gib": 1024**3}
@@ -67,8 +73,12 @@ class Profile(pydantic.BaseModel):
     """Host paths mounted writable at the same place. The workspace always is."""
     network: Literal["none"] | tuple[str, ...] = "none"
     """``none``: an empty network namespace and no sockets but unix ones. A list of host
-    names asks for an allow-list through a proxy, which this version does not have yet: such
-    a profile is refused when it is used (it never runs with more network than ``none``)."""
+    names (``api.example.com``, or ``*.example.com`` for any name under it): still an empty
+    network namespace, plus an HTTP CONNECT proxy on ``127.0.0.1`` inside (``HTTPS_PROXY``
+    points at it) that admits only those names; no DNS, no UDP, nothing direct."""
+    workspace: Literal["call", "run"] = "call"
+    """``call``: a fresh workspace per call. ``run``: one per run, kept across that run's calls
+    and removed when it ends (never shared between runs or tenants)."""
     env: tuple[str, ...] = ()
     """Names of host environment variables passed in; everything else is cleared."""
     cpu_seconds: Annotated[int, pydantic.Field(gt=0)] = 30
@@ -84,7 +94,8 @@ class Profile(pydantic.BaseModel):
     """Landlock as a further layer: ``auto`` where the kernel has it, ``required`` refuses to
     run without it."""
     warm_workers: Annotated[int, pydantic.Field(ge=0, le=64)] = 0
-    """Pre-started workers kept ready for sandboxed tool calls (each serves one call)."""
+    """Pre-started workers kept ready for sandboxed tool calls (each serves one call; only
+    with ``workspace = "call"``: a run's workspace is mounted when its call comes)."""
 
     @pydantic.field_validator("env")
     @classmethod
@@ -93,6 +104,22 @@ class Profile(pydantic.BaseModel):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"not an environment variable name: {name!r}")
         return names
+
+    @pydantic.field_validator("network", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if not value:
+                return "none"  # an empty allow-list admits nothing: the same as none
+            return tuple(check_host_pattern(str(entry)) for entry in value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _warm_needs_call_workspaces(self) -> Profile:
+        if self.warm_workers and self.workspace == "run":
+            raise ValueError("warm_workers needs workspace = 'call' (a run's workspace is "
+                             "mounted when the run's call comes, so no worker can wait for it)")
+        return self
 
 
 DEFAULT_PROFILE = Profile()
@@ -109,8 +136,17 @@ class SandboxConfig(pydantic.BaseModel):
     """First host uid given to sandboxes when the runtime is root. Each sandbox gets its own
     uid from ``uid_base`` to ``uid_base + uid_count - 1``; none of them may own host files."""
     uid_count: Annotated[int, pydantic.Field(ge=1)] = 65536
+    run_workspaces: str = str(Path(tempfile.gettempdir()) / "tether-run-workspaces")
+    """Where profiles with ``workspace = "run"`` keep each run's workspace (one directory per
+    tenant and run, removed when the run ends). Every directory above it must be open to
+    other users, so a sandbox's uid can mount it."""
     profiles: dict[str, Profile] = pydantic.Field(
         default_factory=lambda: {"default": DEFAULT_PROFILE})
+
+    @pydantic.field_validator("run_workspaces")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        return _absolute((value,))[0]
 
     def profile(self, name: str) -> Profile:
         """The named profile; a ``ConfigError`` lists the known ones."""

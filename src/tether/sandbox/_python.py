@@ -1,4 +1,4 @@
-"""The interpreter problem: which Python runs inside the sandbox, and what it may import.
+"""The interpreter problem: which Python runs inside the sandbox.
 
 Every sandbox starts a small Python program (``_inside.py``) before the payload, and
 sandboxed tools run in Python. The runtime's own interpreter often cannot serve: as root it
@@ -7,8 +7,8 @@ may live in a home directory the sandbox's uid cannot enter (pyenv under ``/root
 named in ``[sandbox] python``; the runtime's interpreter when every directory above it is open
 to others; a system interpreter of the same ``major.minor`` (``/usr/bin/python3.11``), whose
 standard library is under ``/usr``. Extension modules built for that ``major.minor`` load in
-either, so the runtime's site-packages and source directories are mounted read-only and put on
-``sys.path`` when they are reachable.
+either, so the runtime's installed distributions can be mounted read-only and imported
+(``_imports.py`` decides which paths).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ class SandboxPython:
     executable: str
     prefix: str
     """Mounted read-only when it is not under ``/usr`` already."""
-    import_roots: tuple[str, ...]
-    """The runtime's ``sys.path`` directories the sandbox can read (same paths inside)."""
 
 
 def open_to_others(path: str) -> bool:
@@ -40,10 +38,13 @@ def open_to_others(path: str) -> bool:
         return os.access(path, os.R_OK)
     current = Path(path)
     try:
-        # Every path checked here is a directory or an interpreter: both need read and
-        # execute (search) for others.
+        mode = current.stat().st_mode
+        # A directory needs read and search, an interpreter read and execute; a module file
+        # only read.
         wanted = stat.S_IROTH | stat.S_IXOTH
-        if current.stat().st_mode & wanted != wanted:
+        if stat.S_ISREG(mode) and not os.access(path, os.X_OK):
+            wanted = stat.S_IROTH
+        if mode & wanted != wanted:
             return False
         for parent in current.parents:
             if not parent.stat().st_mode & stat.S_IXOTH:
@@ -80,11 +81,7 @@ def find_sandbox_python(configured: str | None = None) -> SandboxPython:
         found = _version_of(os.path.realpath(executable))
         if executable != own and found not in (None, version):
             continue
-        roots = tuple(
-            entry for entry in dict.fromkeys(os.path.realpath(p) for p in sys.path if p)
-            if os.path.isdir(entry) and not entry.startswith(sys.base_prefix + "/")
-            and open_to_others(entry))
-        return SandboxPython(executable, prefix, roots)
+        return SandboxPython(executable, prefix)
     if configured:
         raise SandboxUnavailable(
             f"[sandbox] python = {configured!r} is missing or not readable by other users; "

@@ -3,7 +3,9 @@
 Unknown calls fail with ``EPERM``, so a program probing for a feature falls back instead of
 dying. Calls that only serve to escape or to attack the kernel kill the process (``SIGSYS``),
 so an attempt is loud. ``socket`` is allowed for unix sockets only (``EACCES`` otherwise): the
-sandbox has no network, and a network allow-list would go through a unix-socket proxy.
+sandbox has no network. A profile with a network allow-list also gets TCP sockets over IPv4,
+which in its empty network namespace reach only the proxy bridge on ``127.0.0.1`` (Landlock
+admits that one port); UDP and raw sockets stay refused, so there is no DNS of its own.
 ``clone`` may not create namespaces, ``clone3`` (whose flags a filter cannot read) answers
 ``ENOSYS`` so the C library falls back to ``clone``, and ``ioctl(TIOCSTI)`` (typing into the
 terminal) is refused. bubblewrap loads the filter just before it starts the payload.
@@ -62,7 +64,9 @@ _KILLED = """
 """.split()  # noqa: SIM905  (a word list reads better than 300 quoted names)
 
 _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-_AF_UNIX = 1
+_AF_UNIX, _AF_INET = 1, 2
+_SOCK_STREAM, _SOCK_TYPE_MASK = 1, 0xF  # the type's low bits; the rest are NONBLOCK/CLOEXEC
+_IPPROTO_TCP = 6
 _TIOCSTI = 0x5412
 _TIOCLINUX = 0x541C
 _LOW32 = 0xFFFFFFFF
@@ -76,8 +80,9 @@ def _export(flt: object) -> bytes:
 
 
 @functools.cache
-def seccomp_programs() -> tuple[bytes, ...]:
-    """The compiled BPF programs for this machine's architecture (built once per process).
+def seccomp_programs(tcp: bool = False) -> tuple[bytes, ...]:
+    """The compiled BPF programs for this machine's architecture (built once per process);
+    ``tcp``: also IPv4 TCP sockets, for profiles with a network allow-list.
 
     Two programs, because libseccomp cannot hold an allowed ``ioctl`` and a refused
     ``ioctl(TIOCSTI)`` in one filter; the kernel runs both and the stricter answer wins.
@@ -96,7 +101,22 @@ def seccomp_programs() -> tuple[bytes, ...]:
     allow_list.add_rule(sc.ALLOW, "clone", sc.Arg(0, sc.MASKED_EQ, _NAMESPACE_FLAGS, 0))
     allow_list.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     allow_list.add_rule(sc.ALLOW, "socket", sc.Arg(0, sc.EQ, _AF_UNIX))
-    allow_list.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.NE, _AF_UNIX))
+    if tcp:
+        # The rules on socket must not overlap: AF_INET is split by type, everything else
+        # but AF_UNIX and AF_INET is one range below and one above them.
+        for protocol in (0, _IPPROTO_TCP):
+            allow_list.add_rule(sc.ALLOW, "socket", sc.Arg(0, sc.EQ, _AF_INET),
+                                sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, _SOCK_STREAM),
+                                sc.Arg(2, sc.EQ, protocol))
+        for kind in range(_SOCK_TYPE_MASK + 1):  # UDP, raw, ... (libseccomp has no MASKED_NE)
+            if kind != _SOCK_STREAM:
+                allow_list.add_rule(sc.ERRNO(errno.EACCES), "socket",
+                                    sc.Arg(0, sc.EQ, _AF_INET),
+                                    sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, kind))
+        allow_list.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.LT, _AF_UNIX))
+        allow_list.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.GT, _AF_INET))
+    else:
+        allow_list.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.NE, _AF_UNIX))
     terminal = sc.SyscallFilter(sc.ALLOW)
     # The kernel reads ioctl's request as 32 bits: compare only those, or a high bit set
     # would slip TIOCSTI past a full 64-bit comparison.
@@ -106,11 +126,11 @@ def seccomp_programs() -> tuple[bytes, ...]:
     return _export(allow_list), _export(terminal)
 
 
-def seccomp_fds() -> list[int]:
+def seccomp_fds(tcp: bool = False) -> list[int]:
     """Pipe read ends holding the programs, for ``bwrap --add-seccomp-fd`` (the caller closes
     them)."""
     fds = []
-    for program in seccomp_programs():
+    for program in seccomp_programs(tcp):
         read_end, write_end = os.pipe()
         try:
             os.write(write_end, program)  # a few KiB: well within a pipe's buffer

@@ -3,7 +3,8 @@
 Layout: ``_protocol.py`` (Store, rows, Commit), ``_common.py`` (rules both engines share),
 ``_writer.py`` (group commit, shared by the SQL engines), ``_sqlite.py`` (embedded default),
 ``_postgres.py`` (many workers), ``_memory.py``
-(``memory://``), ``migrations/`` (versioned schema scripts).
+(``memory://``), ``_routed.py`` (one store per region, ``[regions.NAME]``), ``migrations/``
+(versioned schema scripts).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tether.store._common import (
     approval_signal,
     chain_hash,
 )
+from tether.store._ledger_common import gcra_step
 from tether.store._memory import MemoryStore
 from tether.store._protocol import (
     MISSING,
@@ -27,6 +29,7 @@ from tether.store._protocol import (
     Claim,
     Commit,
     Created,
+    LedgerEntry,
     Missing,
     NewRun,
     OwnerIsDead,
@@ -35,16 +38,17 @@ from tether.store._protocol import (
     Store,
     Waker,
 )
+from tether.store._routed import RoutedStore
 from tether.store._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from tether.store._postgres import PostgresStore
 
 __all__ = [
-    "AUDIT_GENESIS", "Approval", "AuditRow", "approval_signal", "chain_hash",
-    "CHILD_SIGNAL_PREFIX", "MISSING", "Claim", "Commit", "Created", "MemoryStore", "Missing",
-    "NewRun", "OwnerIsDead", "PostgresStore", "Record", "RecordState", "SQLiteStore", "Store",
-    "Waker", "open_store", "sqlite_path",
+    "AUDIT_GENESIS", "Approval", "AuditRow", "approval_signal", "chain_hash", "gcra_step",
+    "CHILD_SIGNAL_PREFIX", "MISSING", "Claim", "Commit", "Created", "LedgerEntry", "MemoryStore",
+    "Missing", "NewRun", "OwnerIsDead", "PostgresStore", "Record", "RecordState", "RoutedStore",
+    "SQLiteStore", "Store", "Waker", "open_store", "sqlite_path",
 ]
 
 
@@ -66,7 +70,12 @@ def sqlite_path(url: str) -> Path:
 
 
 def open_store(settings: Settings) -> Store:
-    """Build (not yet open) the store ``settings.db`` names."""
+    """Build (not yet open) the store ``settings.db`` names; with ``settings.regions``, a
+    ``RoutedStore`` over each region's store instead (``db`` is then not used)."""
+    regions = settings.regions
+    if regions is not None:
+        return RoutedStore({region: open_store(settings.replace(db=url, regions=None))
+                            for region, url in regions.stores.items()}, regions.homes)
     url = settings.db
     if url == "memory://":
         return MemoryStore()

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from tether.errors import UsageError
+from tether.errors import ApprovalExpired, UsageError
 from tether.store._protocol import Approval, Claim, Created, NewRun, Record, RecordState
 from tether.types import JSONObject, Run, RunStatus
 
@@ -129,11 +129,15 @@ def approval_signal(seq: int) -> str:
     return f"{APPROVAL_SIGNAL_PREFIX}{seq}"
 
 
-def check_decidable(approval: Approval, status: str) -> None:
-    """Refuse deciding an approval twice, or with a status that is not a decision."""
+def check_decidable(approval: Approval, status: str, now_ms: int) -> None:
+    """Refuse deciding an approval twice, with a status that is not a decision, or (approved
+    or denied) once it has expired: a late yes must not reach a call whose time ran out.
+    Checked inside the deciding transaction, so it holds whichever process decides."""
     if status not in APPROVAL_DECISIONS:
         raise UsageError(f"an approval is decided as one of {', '.join(APPROVAL_DECISIONS)}, "
                          f"not {status!r}")
     if approval.status != "pending":
         by = f" by {approval.decided_by}" if approval.decided_by else ""
         raise UsageError(f"approval {approval.approval_id} was {approval.status}{by} already")
+    if status != "expired" and now_ms >= approval.expires_at_ms:
+        raise ApprovalExpired(approval.approval_id, approval.expires_at_ms)

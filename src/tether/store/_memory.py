@@ -20,6 +20,7 @@ from tether.store._common import (
     resolved_record,
 )
 from tether.store._memory_governance import MemoryGovernance
+from tether.store._memory_ledger import MemoryLedger
 from tether.store._protocol import (
     MISSING,
     Approval,
@@ -48,7 +49,7 @@ class _Row:
     signals: list[list[str | int | None]] = field(default_factory=list)
 
 
-class MemoryStore(MemoryGovernance):
+class MemoryStore(MemoryGovernance, MemoryLedger):
     """A store in process memory; see the module docstring."""
 
     location = "memory://"
@@ -57,6 +58,7 @@ class MemoryStore(MemoryGovernance):
         self._rows: dict[str, _Row] = {}
         self._audit: dict[str, list[AuditRow]] = {}
         self._approvals: dict[str, Approval] = {}
+        MemoryLedger.__init__(self)
 
     async def open(self) -> None:
         return None
@@ -203,11 +205,15 @@ class MemoryStore(MemoryGovernance):
         return None if row is None else row.run
 
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
-                        agent: str | None = None) -> list[Run]:
-        runs = [row.run for row in reversed(self._rows.values())
+                        agent: str | None = None, tenant: str | None = None,
+                        before: tuple[int, str] | None = None) -> list[Run]:
+        runs = [row.run for row in self._rows.values()
                 if (status is None or row.run.status is status)
-                and (agent is None or row.run.agent == agent)]
-        runs.sort(key=lambda run: run.created_at_ms, reverse=True)  # stable: newest first
+                and (agent is None or row.run.agent == agent)
+                and (tenant is None or row.run.tenant == tenant)
+                and (before is None or (row.run.created_at_ms, row.run.run_id) < before)]
+        # The SQL stores' order, so a cursor means the same on every engine.
+        runs.sort(key=lambda run: (run.created_at_ms, run.run_id), reverse=True)
         return runs[:limit]
 
     async def next_wake_ms(self) -> int | None:

@@ -49,7 +49,7 @@ class MemoryGovernance:
         approval = self._approvals.get(approval_id)
         if approval is None:
             raise ApprovalNotFound(approval_id)
-        check_decidable(approval, status)
+        check_decidable(approval, status, now_ms)
         decided = dataclasses.replace(approval, status=status, decided_by=by, reason=reason,
                                       decided_at_ms=now_ms)
         self._approvals[approval_id] = decided

@@ -44,6 +44,7 @@ from tether.store._common import (
     run_from_row,
 )
 from tether.store._postgres_governance import PostgresGovernance
+from tether.store._postgres_ledger import PostgresLedger
 from tether.store._postgres_sql import (
     Append,
     Conn,
@@ -77,8 +78,9 @@ from tether.types import JSONObject, Run, RunStatus
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: "postgres_0001_init.sql", 2: "postgres_0002_governance.sql"}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: "postgres_0001_init.sql", 2: "postgres_0002_governance.sql",
+              3: "postgres_0003_limits.sql"}
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_SECONDS = 10
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -143,7 +145,7 @@ def store_error(exc: Exception, location: str) -> StoreError:
     return StoreError(f"{location}: {text}")
 
 
-class PostgresStore(PostgresGovernance):
+class PostgresStore(PostgresGovernance, PostgresLedger):
     """Runs, journals and signals in PostgreSQL, shared by any number of workers."""
 
     def __init__(self, url: str, *, flush_interval_ms: int = 20,
@@ -356,7 +358,7 @@ class PostgresStore(PostgresGovernance):
 
     async def cancel_run(self, run_id: str, *, reason: JSONObject, now_ms: int) -> Run:
         def apply(conn: Conn) -> Run:
-            run = require_run(conn, run_id)
+            run = require_run(conn, run_id, lock=True)
             if not run.status.is_terminal:
                 settle(conn, self._channel, run, RunStatus.CANCELLED, None, json.dumps(reason),
                        now_ms)
@@ -366,7 +368,7 @@ class PostgresStore(PostgresGovernance):
     async def resolve_run(self, run_id: str, *, action: str, value: str | None,
                           now_ms: int) -> Run:
         def apply(conn: Conn) -> Run:
-            run = require_run(conn, run_id)
+            run = require_run(conn, run_id, lock=True)
             row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM journal WHERE run_id = %s AND "
                                "state = 'started' AND kind = 'tool' ORDER BY seq LIMIT 1",
                                (run_id,)).fetchone()
@@ -393,14 +395,22 @@ class PostgresStore(PostgresGovernance):
         return run_from_row(rows[0]) if rows else None
 
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
-                        agent: str | None = None) -> list[Run]:
-        clauses, params = [], []
+                        agent: str | None = None, tenant: str | None = None,
+                        before: tuple[int, str] | None = None) -> list[Run]:
+        clauses: list[str] = []
+        params: list[object] = []
         if status is not None:
             clauses.append("status = %s")
             params.append(str(status))
         if agent is not None:
             clauses.append("agent = %s")
             params.append(agent)
+        if tenant is not None:
+            clauses.append("tenant = %s")
+            params.append(tenant)
+        if before is not None:
+            clauses.append("(created_at_ms, run_id) < (%s, %s)")
+            params.extend(before)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs {where} "
                                 "ORDER BY created_at_ms DESC, run_id DESC LIMIT %s",
@@ -441,7 +451,7 @@ class PostgresStore(PostgresGovernance):
 
     async def send_signal(self, run_id: str, name: str, data: str | None, *, now_ms: int) -> Run:
         def apply(conn: Conn) -> Run:
-            refuse_signal_if_ended(require_run(conn, run_id))
+            refuse_signal_if_ended(require_run(conn, run_id, lock=True))
             deliver(conn, self._channel, run_id, name, data, now_ms)
             return require_run(conn, run_id)
         return await self._write(apply)

@@ -15,7 +15,7 @@ from tether.errors import ApprovalNotFound
 from tether.store._common import AUDIT_GENESIS, approval_signal, chain_hash, check_decidable
 from tether.store._postgres_sql import Conn, deliver
 from tether.store._protocol import Approval, AuditRow, Commit
-from tether.store._writer import WriterStore
+from tether.store._writer import Bulk, WriterStore
 
 T = TypeVar("T")
 
@@ -25,25 +25,42 @@ APPROVAL_COLUMNS = ("approval_id, run_id, seq, tenant, principal, agent, tool, a
 _AUDIT_LOCK = "tether.audit:"  # advisory lock key prefix, hashed with the tenant
 
 
-def _select_approval(conn: Conn, approval_id: str) -> Approval | None:
-    row = conn.execute(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id = %s",
-                       (approval_id,)).fetchone()
+def _select_approval(conn: Conn, approval_id: str, *, lock: bool = False) -> Approval | None:
+    """An approval; with ``lock``, held until the transaction ends, so two deciders (two
+    people, or a person and the expiry) cannot both decide it."""
+    row = conn.execute(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id = %s"
+                       + (" FOR UPDATE" if lock else ""), (approval_id,)).fetchone()
     return None if row is None else Approval(*row)
 
 
-def _append_audit(conn: Conn, tenant: str, bodies: list[str]) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_AUDIT_LOCK + tenant,))
-    head = conn.execute("SELECT idx, hash FROM audit WHERE tenant = %s ORDER BY idx DESC "
-                        "LIMIT 1", (tenant,)).fetchone()
-    idx, previous = head if head is not None else (0, AUDIT_GENESIS)
+def _append_audits(conn: Conn, many: list[tuple[str, list[str]]]) -> bool:
+    """Append each (tenant, bodies) to its tenant's chain. The tenants' locks are taken first,
+    in sorted order, so two workers' batches can never wait on each other's tenants crosswise
+    (a deadlock would abort one batch)."""
+    bodies_of: dict[str, list[str]] = {}
+    for tenant, bodies in many:
+        bodies_of.setdefault(tenant, []).extend(bodies)
+    tenants = sorted(bodies_of)
+    for tenant in tenants:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                     (_AUDIT_LOCK + tenant,))
     rows = []
-    for body in bodies:
-        idx += 1
-        previous = chain_hash(previous, body)
-        rows.append((tenant, idx, body, previous))
+    for tenant in tenants:
+        head = conn.execute("SELECT idx, hash FROM audit WHERE tenant = %s ORDER BY idx DESC "
+                            "LIMIT 1", (tenant,)).fetchone()
+        idx, previous = head if head is not None else (0, AUDIT_GENESIS)
+        for body in bodies_of[tenant]:
+            idx += 1
+            previous = chain_hash(previous, body)
+            rows.append((tenant, idx, body, previous))
     conn.execute("INSERT INTO audit (tenant, idx, body, hash) SELECT * FROM "
                  "unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])",
                  [list(column) for column in zip(*rows, strict=True)])
+    return True
+
+
+# Before every other operation of a batch (phase -1): a batch takes its tenant locks first.
+AUDIT = Bulk("audit", -1, _append_audits)
 
 
 class PostgresGovernance(WriterStore):
@@ -58,7 +75,9 @@ class PostgresGovernance(WriterStore):
                      ) -> Awaitable[None] | None:
         if not bodies:
             return None
-        return self._submit(lambda conn: _append_audit(conn, tenant, bodies), commit)
+        item = (tenant, bodies)
+        return self._submit(lambda conn: _append_audits(conn, [item]), commit, bulk=AUDIT,
+                            payload=item)
 
     async def load_audit(self, tenant: str, *, after_idx: int = 0, limit: int | None = None,
                          ) -> list[AuditRow]:
@@ -94,10 +113,10 @@ class PostgresGovernance(WriterStore):
     async def decide_approval(self, approval_id: str, *, status: str, by: str, reason: str,
                               now_ms: int) -> Approval:
         def apply(conn: Conn) -> Approval:
-            approval = _select_approval(conn, approval_id)
+            approval = _select_approval(conn, approval_id, lock=True)
             if approval is None:
                 raise ApprovalNotFound(approval_id)
-            check_decidable(approval, status)
+            check_decidable(approval, status, now_ms)
             conn.execute("UPDATE approvals SET status = %s, decided_by = %s, reason = %s, "
                          "decided_at_ms = %s WHERE approval_id = %s",
                          (status, by, reason, now_ms, approval_id))

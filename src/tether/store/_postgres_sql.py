@@ -63,11 +63,15 @@ def select_run(conn: Conn, run_id: str) -> Run | None:
     return None if row is None else run_from_row(row)
 
 
-def require_run(conn: Conn, run_id: str) -> Run:
-    run = select_run(conn, run_id)
-    if run is None:
+def require_run(conn: Conn, run_id: str, *, lock: bool = False) -> Run:
+    """A run, or ``RunNotFound``. With ``lock`` the row is held until the batch commits: an
+    operator's change decided on what it read (cancel, resolve) cannot overwrite a worker's
+    commit that lands in between."""
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
+                       + (" FOR UPDATE" if lock else ""), (run_id,)).fetchone()
+    if row is None:
         raise RunNotFound(run_id)
-    return run
+    return run_from_row(row)
 
 
 def check_fence(conn: Conn, run_id: str, fence: int) -> None:

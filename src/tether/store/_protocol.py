@@ -161,6 +161,17 @@ class Approval:
                 "decided_at_ms": self.decided_at_ms}
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One line of a ledger post: add ``amount`` (an integer: tokens, calls, micro-USD) to
+    ``scope``'s balance; with ``cap``, only if the balance stays at or under it. A negative
+    amount gives back (a reconciled reservation, a budget raised by approval)."""
+
+    scope: str
+    amount: int
+    cap: int | None = None
+
+
 OwnerIsDead = Callable[[str], bool]
 """Tells whether a worker named in ``runs.owner`` is known to be dead (same host, no process)."""
 
@@ -242,8 +253,11 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> Run | None: ...
 
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
-                        agent: str | None = None) -> list[Run]:
-        """Newest first."""
+                        agent: str | None = None, tenant: str | None = None,
+                        before: tuple[int, str] | None = None) -> list[Run]:
+        """Newest first: by ``created_at_ms``, then ``run_id``, both descending. ``before``
+        is a ``(created_at_ms, run_id)`` cursor: only runs after it in that order (a page
+        boundary that new runs cannot shift)."""
         ...
 
     async def next_wake_ms(self) -> int | None:
@@ -316,10 +330,34 @@ class Store(Protocol):
                               now_ms: int) -> Approval:
         """Settle a pending approval (``approved``, ``denied`` or ``expired``) and, in the same
         transaction, deliver the signal ``approval_signal(seq)`` to its run unless the run has
-        ended. Raises ``ApprovalNotFound``, or ``UsageError`` when it is no longer pending."""
+        ended. Raises ``ApprovalNotFound``, ``UsageError`` when it is no longer pending, or
+        ``ApprovalExpired`` when ``now_ms`` is at or past its expiry and the status is not
+        ``expired``."""
         ...
 
     async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    # -- rate limits and budget ledgers (tether.governance) --------------------------------
+
+    async def gcra(self, key: str, *, now_us: int, increment_us: int, limit_us: int) -> int:
+        """One atomic step of the generic cell rate algorithm on ``key``'s theoretical
+        arrival time (TAT, microseconds): with ``new = max(TAT, now_us) + increment_us``,
+        when ``new - now_us <= limit_us`` the TAT becomes ``new`` and 0 is returned (admitted);
+        otherwise nothing changes and the microseconds until the same call would be admitted
+        are returned. Atomic across every process sharing the store."""
+        ...
+
+    async def ledger_post(self, post_id: str, entries: list[LedgerEntry], *,
+                          now_ms: int) -> bool:
+        """Post every entry or none, atomically across every process sharing the store
+        (durably). False, and nothing changes, when ``post_id`` was posted before (a replay
+        or a retry). Raises ``BudgetExceeded`` for the first entry (by scope) that would
+        pass its cap; nothing is posted then."""
+        ...
+
+    async def ledger_balances(self, scopes: list[str]) -> dict[str, int]:
+        """The committed balance of each scope (0 for one never posted to)."""
+        ...
 
     async def list_approvals(self, *, status: str | None = None, limit: int = 100,
                              ) -> list[Approval]:

@@ -43,6 +43,7 @@ from tether.store._protocol import (
     Waker,
 )
 from tether.store._sqlite_governance import SQLiteGovernance
+from tether.store._sqlite_ledger import SQLiteLedger
 from tether.store._sqlite_sql import (
     APPEND,
     CREATE,
@@ -65,8 +66,9 @@ from tether.types import JSONObject, Run, RunStatus
 T = TypeVar("T")
 
 READ_CONNECTIONS = 4
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: "sqlite_0001_init.sql", 2: "sqlite_0002_governance.sql"}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: "sqlite_0001_init.sql", 2: "sqlite_0002_governance.sql",
+              3: "sqlite_0003_limits.sql"}
 
 
 def store_error(exc: Exception, location: str) -> StoreError:
@@ -108,7 +110,7 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-class SQLiteStore(SQLiteGovernance):
+class SQLiteStore(SQLiteGovernance, SQLiteLedger):
     """The embedded store: a single SQLite file in WAL mode."""
 
     def __init__(self, path: str | Path, *, durability: Durability = "power",
@@ -375,14 +377,22 @@ class SQLiteStore(SQLiteGovernance):
         return await self._read(lambda conn: select_run(conn, run_id))
 
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
-                        agent: str | None = None) -> list[Run]:
-        clauses, params = [], []
+                        agent: str | None = None, tenant: str | None = None,
+                        before: tuple[int, str] | None = None) -> list[Run]:
+        clauses: list[str] = []
+        params: list[object] = []
         if status is not None:
             clauses.append("status = ?")
             params.append(str(status))
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(tenant)
+        if before is not None:
+            clauses.append("(created_at_ms < ? OR (created_at_ms = ? AND run_id < ?))")
+            params.extend((before[0], before[0], before[1]))
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         sql = (f"SELECT {RUN_COLUMNS} FROM runs {where} "
                "ORDER BY created_at_ms DESC, run_id DESC LIMIT ?")

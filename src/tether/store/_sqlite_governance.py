@@ -95,7 +95,7 @@ class SQLiteGovernance(WriterStore):
             approval = _select_approval(conn, approval_id)
             if approval is None:
                 raise ApprovalNotFound(approval_id)
-            check_decidable(approval, status)
+            check_decidable(approval, status, now_ms)
             conn.execute("UPDATE approvals SET status = ?, decided_by = ?, reason = ?, "
                          "decided_at_ms = ? WHERE approval_id = ?",
                          (status, by, reason, now_ms, approval_id))

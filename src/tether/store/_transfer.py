@@ -1,7 +1,7 @@
 """``tether migrate``: move everything from an SQLite file to a PostgreSQL schema.
 
 Runs (whatever their status), journals, undelivered and delivered signals, and the governance
-tables (audit chains, approvals) are copied in one PostgreSQL transaction: the target gets all
+tables (audit chains, approvals, budget ledgers) are copied in one PostgreSQL transaction: the target gets all
 of it or none of it, and the source file is only read. Runs that were running are released
 (no owner, lease lapsed) so the first worker on PostgreSQL resumes them by replay; waiting runs
 keep their timers and the signals they wait for. Afterwards every copied table is read back
@@ -77,7 +77,19 @@ TABLES = (
     _Table("approvals", f"SELECT {_APPROVAL_COLUMNS} FROM approvals ORDER BY approval_id",
            _APPROVAL_COLUMNS, f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE "
            "run_id = ANY(%s) ORDER BY approval_id"),
+    # Budgets: what was spent stays spent. (Rate-limit state is not moved: it describes the
+    # last minute or so, and a limit starts afresh on the new store.)
+    _Table("ledger", "SELECT scope, balance, updated_at_ms FROM ledger ORDER BY scope",
+           "scope, balance, updated_at_ms", "SELECT scope, balance, updated_at_ms FROM ledger "
+           "WHERE scope = ANY(%s) ORDER BY scope"),
+    _Table("ledger_posts", "SELECT post_id, entries_json, at_ms FROM ledger_posts "
+           "ORDER BY post_id", "post_id, entries_json, at_ms", "SELECT post_id, entries_json, "
+           "at_ms FROM ledger_posts WHERE post_id = ANY(%s) ORDER BY post_id"),
 )
+# What each table's read-back is limited to (the source's keys of it).
+_KEYS = {"audit": "SELECT DISTINCT tenant FROM audit ORDER BY tenant",
+         "ledger": "SELECT scope FROM ledger ORDER BY scope",
+         "ledger_posts": "SELECT post_id FROM ledger_posts ORDER BY post_id"}
 
 
 @dataclass(slots=True)
@@ -172,14 +184,13 @@ def _copy(source: Path, target_url: str) -> MigrationReport:
     src = _open_source(source)
     try:
         run_ids = [row[0] for row in src.execute("SELECT run_id FROM runs ORDER BY run_id")]
-        tenants = [row[0] for row in src.execute(
-            "SELECT DISTINCT tenant FROM audit ORDER BY tenant")]
+        keys = {table: [row[0] for row in src.execute(sql)] for table, sql in _KEYS.items()}
         report = MigrationReport(runs_by_status=dict(src.execute(
             "SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").fetchall()))
         conninfo, schema, location = split_url(target_url)
         with connect(conninfo, schema, "migrate") as dst:
             with dst.transaction():
-                _refuse_conflicts(dst, location, run_ids, tenants)
+                _refuse_conflicts(dst, location, run_ids, keys["audit"], keys["ledger"])
                 for table in TABLES:
                     with dst.cursor().copy(
                             f"COPY {table.name} ({table.columns}) FROM STDIN") as copy:
@@ -188,9 +199,9 @@ def _copy(source: Path, target_url: str) -> MigrationReport:
                                 copy.write_row(row)
                 dst.execute("SELECT pg_notify(%s, '')", (f"tether_{schema}",))  # wake workers
             for table in TABLES:
-                keys = tenants if table.name == "audit" else run_ids
                 expected = _digest(_pages(src, table.select))
-                actual = _digest(dst.execute(table.compare, (keys,)).fetchall())
+                actual = _digest(dst.execute(table.compare,
+                                             (keys.get(table.name, run_ids),)).fetchall())
                 report.rows[table.name] = actual[0]
                 if expected != actual:
                     raise StoreCorrupt(f"{location}: table {table.name} did not read back as "
@@ -202,7 +213,8 @@ def _copy(source: Path, target_url: str) -> MigrationReport:
         src.close()
 
 
-def _refuse_conflicts(dst: Any, location: str, run_ids: list[str], tenants: list[str]) -> None:
+def _refuse_conflicts(dst: Any, location: str, run_ids: list[str], tenants: list[str],
+                      scopes: list[str]) -> None:
     clash = [row[0] for row in dst.execute(
         "SELECT run_id FROM runs WHERE run_id = ANY(%s) ORDER BY run_id LIMIT 5", (run_ids,))]
     if clash:
@@ -214,3 +226,8 @@ def _refuse_conflicts(dst: Any, location: str, run_ids: list[str], tenants: list
         raise UsageError(f"{location} already has audit chains for tenants "
                          f"{', '.join(chains)}; an audit chain cannot be merged. Nothing was "
                          "copied")
+    budgets = [row[0] for row in dst.execute(
+        "SELECT scope FROM ledger WHERE scope = ANY(%s) ORDER BY scope LIMIT 5", (scopes,))]
+    if budgets:
+        raise UsageError(f"{location} already keeps budgets {', '.join(budgets)}; spending "
+                         "cannot be merged. Nothing was copied")

@@ -21,8 +21,10 @@ protocol promises: operations commit in the order they were submitted.
   (On PostgreSQL every statement is a network round trip: the same reasoning holds.)
   A bulk statement that cannot apply every operation (a stale fence, an existing run id) is
   rolled back, and that group is applied one operation at a time instead.
-* Bulk kinds apply in phases: creations, then appends, then everything else in submission
-  order (settling runs in bulk where consecutive). That order is safe because a run only
+* Bulk kinds apply in phases: audit records (PostgreSQL: their tenant locks come first, in
+  order, so batches of two workers never wait on each other crosswise), creations, then
+  appends, then everything else in submission order (settling runs in bulk where
+  consecutive). That order is safe because audit records depend on nothing else, a run only
   appends with a fence it already holds (its creation or claim committed in an earlier batch),
   and settles or parks only after its appends.
 * A run whose write failed is *poisoned*: its later operations fail at once, so its journal can
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +54,8 @@ from typing import Any, Protocol, TypeVar
 
 from tether.errors import StoreError, TetherError
 from tether.store._protocol import Commit
+
+logger = logging.getLogger("tether.store")
 
 Apply = Callable[[Any], Any]  # applies an operation on the writer's connection
 T = TypeVar("T")
@@ -69,7 +74,7 @@ class Bulk:
     """
 
     name: str
-    phase: int  # 0 and 1 go before everything else; 2 keeps submission order
+    phase: int  # below 2 go first, by phase; 2 keeps submission order
     apply_many: Callable[[Any, list[Any]], bool]
 
 
@@ -259,6 +264,11 @@ class BatchWriter:
                     with self._cond:
                         self._lost_with_batch.add(op.run_key)
                 outcomes.append((op, False, error))
+        for op, ok, value in outcomes:
+            if not ok and op.future is None and op.run_key is None:
+                # Nobody waits for it and no run stops for it: say so rather than drop it.
+                logger.error("%s: a queued write failed and was dropped: %s", self._location,
+                             value)
         waiting = [(op.future, ok, value) for op, ok, value in outcomes if op.future]
         if waiting and self._loop is not None:
             # RuntimeError: the event loop has closed, so nobody is waiting any more.

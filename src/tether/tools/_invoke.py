@@ -15,7 +15,8 @@ OnRetry = Callable[[int, ToolError, float], Awaitable[None]]
 """Called after failed attempt ``n`` with its error and the delay before the next one."""
 
 
-async def _sandboxed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
+async def _sandboxed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None,
+                     run: tuple[str, str] | None) -> Any:
     if sandbox is None:
         raise ToolError(tool.name, f"{tool.name} runs in sandbox profile {tool.sandbox!r}, but "
                                    "this runtime was given no sandbox")
@@ -23,7 +24,7 @@ async def _sandboxed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None
     context = kwargs.pop(tool.context_param) if tool.context_param is not None else None
     outcome = await sandbox.call(
         tool.fn.__module__, tool.fn.__qualname__, _json.normalize(kwargs),  # type: ignore[arg-type]
-        profile=tool.sandbox or "default", timeout_seconds=tool.timeout,
+        profile=tool.sandbox or "default", timeout_seconds=tool.timeout, run=run,
         context=None if context is None else {  # what crosses into the sandbox: data only
             "run_id": context.run_id, "seq": context.seq, "attempt": context.attempt,
             "idempotency_key": context.idempotency_key, "tool": context.tool})
@@ -37,9 +38,10 @@ async def _sandboxed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None
                     error_type=outcome.error_type)
 
 
-async def _attempt(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
+async def _attempt(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None,
+                   run: tuple[str, str] | None) -> Any:
     if tool.sandbox is not None:
-        return await _sandboxed(tool, kwargs, sandbox)
+        return await _sandboxed(tool, kwargs, sandbox, run)
     if tool.is_async:
         return await tool.fn(**kwargs)
     # A sync tool runs in a thread so it cannot block the event loop. On timeout the thread is
@@ -48,12 +50,13 @@ async def _attempt(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) 
                                           abandon_on_cancel=True)
 
 
-async def _timed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None) -> Any:
+async def _timed(tool: Tool, kwargs: dict[str, Any], sandbox: Sandbox | None,
+                 run: tuple[str, str] | None) -> Any:
     if tool.timeout is None:
-        return await _attempt(tool, kwargs, sandbox)
+        return await _attempt(tool, kwargs, sandbox, run)
     try:
         with anyio.fail_after(tool.timeout):
-            return await _attempt(tool, kwargs, sandbox)
+            return await _attempt(tool, kwargs, sandbox, run)
     except TimeoutError:
         raise ToolTimeout(tool.name, f"{tool.name} did not finish within "
                                      f"{tool.timeout:g} s") from None
@@ -80,7 +83,7 @@ async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
                  first_attempt: int, sleep: Callable[[float], Awaitable[None]],
                  on_retry: OnRetry, limiter: anyio.CapacityLimiter | None = None,
                  on_progress: ProgressCallback | None = None,
-                 sandbox: Sandbox | None = None) -> Any:
+                 sandbox: Sandbox | None = None, tenant: str | None = None) -> Any:
     """Call a tool until it succeeds or its retry policy gives up.
 
     Args:
@@ -90,21 +93,23 @@ async def invoke(tool: Tool, kwargs: dict[str, Any], *, run_id: str, seq: int,
         on_retry: told of each failed attempt that will be retried.
         limiter: the tool's concurrency cap in this process, if it has one.
         sandbox: where tools declared with a sandbox profile run.
+        tenant: the run's tenant (a profile's per-run workspace belongs to tenant and run).
         on_progress: told of the progress the tool reports through its ``ToolContext``.
 
     Raises:
         ToolError: the last attempt's failure (``ToolTimeout`` when it ran out of time).
     """
     attempt = first_attempt
+    run = None if tenant is None else (tenant, run_id)
     while True:
         if tool.context_param is not None:
             kwargs[tool.context_param] = ToolContext(run_id, seq, attempt, f"{run_id}:{seq}",
                                                      tool.name, on_progress)
         try:
             if limiter is None:
-                return await _timed(tool, kwargs, sandbox)
+                return await _timed(tool, kwargs, sandbox, run)
             async with limiter:
-                return await _timed(tool, kwargs, sandbox)
+                return await _timed(tool, kwargs, sandbox, run)
         except Exception as exc:
             error = as_tool_error(tool, exc, attempt)
             # max_attempts counts attempts across crashes too; a call resumed after a crash
