@@ -183,14 +183,14 @@ async def test_approving_one_of_parallel_calls_does_not_repeat_the_others(
         handle = await rt.start(agent, {"question": "refund three"})
         assert (await handle.settled()).status is RunStatus.WAITING
         # The two calls ran in parallel (threads): in either order, each once.
-        assert sorted(r["order_id"] for r in REFUNDS) == ["A-1", "A-2"]
+        assert sorted(str(r["order_id"]) for r in REFUNDS) == ["A-1", "A-2"]
         (pending,) = await rt.store.list_approvals()
         assert pending.seq == 5
         await gov.decide_approval(rt.store, pending.approval_id, approve=True, by="bob",
                                   reason="fine")
         await rt.resume(handle.run_id)
         assert await rt.handle(handle.run_id).result() == "All three."
-    assert sorted(r["order_id"] for r in REFUNDS) == ["A-1", "A-2", "A-3"]
+    assert sorted(str(r["order_id"]) for r in REFUNDS) == ["A-1", "A-2", "A-3"]
     assert REFUNDS[-1]["order_id"] == "A-3"  # the approved one, after the approval
 
 

@@ -13,7 +13,19 @@ import secrets
 import socket
 from pathlib import Path
 
-_HOST = socket.gethostname()
+
+def _host() -> str:
+    """This machine as owner ids name it: the host name and the pid namespace. Two containers
+    may share a host name but not a pid namespace; without it, each would read the other's
+    live workers as dead (their pids do not exist here) and take their runs at once."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}~{namespace}"
+
+
+_HOST = _host()
 
 
 def _start_ticks(pid: int) -> str | None:
