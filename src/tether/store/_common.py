@@ -53,6 +53,24 @@ def run_from_row(row: tuple[Any, ...] | list[Any]) -> Run:
     )
 
 
+def runs_filter(mark: str, *, status: RunStatus | None, agent: str | None,
+                tenant: str | None, before: tuple[int, str] | None) -> tuple[str, list[object]]:
+    """The WHERE clause of ``list_runs`` and its parameters; ``mark`` is the driver's
+    placeholder (``?`` or ``%s``). ``before`` is the (created_at_ms, run_id) of the last run of
+    the previous page."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (("status", None if status is None else str(status)),
+                          ("agent", agent), ("tenant", tenant)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if before is not None:
+        clauses.append(f"(created_at_ms, run_id) < ({mark}, {mark})")
+        params.extend(before)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
 def record_row(run_id: str, r: Record) -> tuple[Any, ...]:
     """A journal row (run id, then ``RECORD_COLUMNS``) from a record."""
     return (run_id, r.seq, r.kind, r.name, r.digest, r.state, r.value, r.attempts,

@@ -42,6 +42,7 @@ from tether.store._common import (
     refuse_signal_if_ended,
     resolved_record,
     run_from_row,
+    runs_filter,
 )
 from tether.store._postgres_governance import PostgresGovernance
 from tether.store._postgres_ledger import PostgresLedger
@@ -397,21 +398,8 @@ class PostgresStore(PostgresGovernance, PostgresLedger):
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
                         agent: str | None = None, tenant: str | None = None,
                         before: tuple[int, str] | None = None) -> list[Run]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(str(status))
-        if agent is not None:
-            clauses.append("agent = %s")
-            params.append(agent)
-        if tenant is not None:
-            clauses.append("tenant = %s")
-            params.append(tenant)
-        if before is not None:
-            clauses.append("(created_at_ms, run_id) < (%s, %s)")
-            params.extend(before)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, params = runs_filter("%s", status=status, agent=agent, tenant=tenant,
+                                    before=before)
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs {where} "
                                 "ORDER BY created_at_ms DESC, run_id DESC LIMIT %s",
                                 (*params, limit))

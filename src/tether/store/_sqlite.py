@@ -29,6 +29,7 @@ from tether.store._common import (
     refuse_signal_if_ended,
     resolved_record,
     run_from_row,
+    runs_filter,
 )
 from tether.store._protocol import (
     MISSING,
@@ -379,21 +380,8 @@ class SQLiteStore(SQLiteGovernance, SQLiteLedger):
     async def list_runs(self, *, status: RunStatus | None = None, limit: int = 100,
                         agent: str | None = None, tenant: str | None = None,
                         before: tuple[int, str] | None = None) -> list[Run]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(str(status))
-        if agent is not None:
-            clauses.append("agent = ?")
-            params.append(agent)
-        if tenant is not None:
-            clauses.append("tenant = ?")
-            params.append(tenant)
-        if before is not None:
-            clauses.append("(created_at_ms < ? OR (created_at_ms = ? AND run_id < ?))")
-            params.extend((before[0], before[0], before[1]))
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, params = runs_filter("?", status=status, agent=agent, tenant=tenant,
+                                    before=before)
         sql = (f"SELECT {RUN_COLUMNS} FROM runs {where} "
                "ORDER BY created_at_ms DESC, run_id DESC LIMIT ?")
         rows = await self._read(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
