@@ -194,18 +194,24 @@ def append(conn: Conn, item: Append) -> None:
     upsert_rows(conn, run_id, rows)
 
 
+# The bulk append checks fences and inserts in one statement (one round trip): rows whose run
+# is not held under their fence are left out by the join, the row count then falls short, and
+# the writer applies the group one operation at a time, so only the stale run fails.
+_APPEND_HELD = (
+    "WITH held AS (SELECT run_id, fence FROM runs WHERE run_id = ANY(%s) AND status = 'running' "
+    "ORDER BY run_id FOR SHARE) "  # in id order: two batches lock alike, never crosswise
+    "INSERT INTO journal (run_id, " + RECORD_COLUMNS + ", fence) SELECT u.* FROM unnest("
+    + ", ".join(f"%s::{kind}[]" for kind in _RECORD_TYPES) + ") AS u(run_id, "
+    + RECORD_COLUMNS + ", fence) JOIN held ON held.run_id = u.run_id AND held.fence = u.fence "
+    + _UPSERT_RECORDS[_UPSERT_RECORDS.index("ON CONFLICT"):])
+
+
 def _append_many(conn: Conn, many: list[Append]) -> bool:
-    fences = {(run_id, fence) for run_id, fence, _ in many}
-    held = conn.execute(
-        "SELECT run_id, fence FROM runs WHERE run_id = ANY(%s) AND status = 'running' "
-        "ORDER BY run_id FOR SHARE",  # in id order: two batches lock alike, never crosswise
-        (sorted({run_id for run_id, _ in fences}),)).fetchall()
-    if not fences <= {(run_id, fence) for run_id, fence in held}:
-        return False  # a stale fence: one at a time, so only that run fails
     rows = _last_per_record([row for _, _, item_rows in many for row in item_rows])
     if rows is None:
         return False  # one at a time, so only the run that tried to change a record fails
-    cur = conn.execute(_UPSERT_RECORDS, _columns(rows, len(_RECORD_TYPES)))
+    run_ids = sorted({run_id for run_id, _, _ in many})
+    cur = conn.execute(_APPEND_HELD, [run_ids, *_columns(rows, len(_RECORD_TYPES))])
     return cur.rowcount == len(rows)
 
 
