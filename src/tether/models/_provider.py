@@ -4,6 +4,7 @@ and usage priced once the reply is in."""
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,11 +20,12 @@ from tether.types import Reply
 NO_KEY = "not-needed"
 
 
-class ProviderModel:
+class ProviderModel(abc.ABC):
     """Base of the SDK-backed models. Subclasses make the client and carry out one attempt."""
 
     provider: str = ""
     extra: str = ""  # the pip extra that installs the SDK
+    default_base_url: str = ""  # where the provider's API is when the config names none
 
     def __init__(self, name: str, config: ModelConfig, *,
                  environ: Mapping[str, str] | None = None) -> None:
@@ -77,15 +79,13 @@ class ProviderModel:
                               secret=key if variable else "")
         return self._client, self._site, self._errors
 
-    @property
-    def default_base_url(self) -> str:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def _make_client(self, key: str, base_url: str | None) -> tuple[Any, SDKErrors]:
-        raise NotImplementedError
+        """The SDK's async client, and the SDK's error classes for the retry loop."""
 
+    @abc.abstractmethod
     async def _attempt(self, client: Any, site: CallSite, request: ModelRequest) -> Reply:
-        raise NotImplementedError
+        """One call to the model (streamed when ``request.on_delta`` is set)."""
 
     async def aclose(self) -> None:
         """Close the client's connections (the runtime does, when it closes)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import ApprovalNotFound
@@ -12,14 +12,13 @@ from tether.store._protocol import Approval, AuditRow, Commit
 
 
 class MemoryGovernance:
-    """Mixed into ``MemoryStore``, which makes the two dictionaries below."""
+    """Mixed into ``MemoryStore``, which makes the dictionaries below and delivers signals."""
 
     _rows: dict[str, Any]
     _audit: dict[str, list[AuditRow]]
     _approvals: dict[str, Approval]
-
-    def _deliver(self, row: Any, name: str, data: str | None, now_ms: int) -> None:
-        raise NotImplementedError
+    _deliver: Callable[[Any, str, str | None, int], None]
+    """``MemoryStore._deliver``: store a signal, waking a run that waits for it."""
 
     def append_audit(self, tenant: str, bodies: list[str], commit: Commit,
                      ) -> Awaitable[None] | None:

@@ -46,6 +46,7 @@ from tether.store._common import (
 )
 from tether.store._postgres_governance import PostgresGovernance
 from tether.store._postgres_ledger import PostgresLedger
+from tether.store._postgres_reads import store_error
 from tether.store._postgres_sql import (
     Append,
     Conn,
@@ -137,15 +138,6 @@ class _PostgresDialect:
         return self._connect()  # the server is back, or this raises and the next batch retries
 
 
-def store_error(exc: Exception, location: str) -> StoreError:
-    """Map a psycopg error to Tether's tree, with advice a person can act on."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"{location}: cannot reach PostgreSQL ({text}); is the server running "
-                          "and the URL right? Runs resume once it is back")
-    return StoreError(f"{location}: {text}")
-
-
 class PostgresStore(PostgresGovernance, PostgresLedger):
     """Runs, journals and signals in PostgreSQL, shared by any number of workers."""
 
@@ -156,7 +148,6 @@ class PostgresStore(PostgresGovernance, PostgresLedger):
         self._flush_interval = flush_interval_ms / 1000
         self._flush_max = flush_max_records
         self._writer: BatchWriter | None = None
-        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._create, self._append, self._finish = bulk_kinds(self._channel)
         self._listener: _Listener | None = None
         self._waker: Waker | None = None
@@ -246,17 +237,6 @@ class PostgresStore(PostgresGovernance, PostgresLedger):
         self._listener.start()
 
     # -- plumbing --------------------------------------------------------------------------
-
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self._pool is None:
-            raise StoreError(f"{self.location} is not open")
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(sql, params)
-                rows: list[tuple[Any, ...]] = await cur.fetchall()
-                return rows
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise store_error(exc, self.location) from None
 
     # -- runs ------------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ next link is read and written by one transaction at a time, and the chain never 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tether.errors import ApprovalNotFound
 from tether.store._common import AUDIT_GENESIS, approval_signal, chain_hash, check_decidable
+from tether.store._postgres_reads import PostgresReads
 from tether.store._postgres_sql import Conn, deliver
 from tether.store._protocol import Approval, AuditRow, Commit
-from tether.store._writer import Bulk, WriterStore
+from tether.store._writer import Bulk
 
 T = TypeVar("T")
 
@@ -63,13 +64,10 @@ def _append_audits(conn: Conn, many: list[tuple[str, list[str]]]) -> bool:
 AUDIT = Bulk("audit", -1, _append_audits)
 
 
-class PostgresGovernance(WriterStore):
+class PostgresGovernance(PostgresReads):
     """Mixed into ``PostgresStore``, whose writer, reader pool and channel it uses."""
 
     _channel: str
-
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
 
     def append_audit(self, tenant: str, bodies: list[str], commit: Commit,
                      ) -> Awaitable[None] | None:

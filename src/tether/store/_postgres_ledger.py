@@ -9,12 +9,10 @@ back whole, by the writer's savepoint, when one of them would pass its cap.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tether.store._ledger_common import entries_json, ordered, over_cap
+from tether.store._postgres_reads import PostgresReads
 from tether.store._postgres_sql import Conn
 from tether.store._protocol import LedgerEntry
-from tether.store._writer import WriterStore
 
 _GCRA = """
 INSERT INTO rate_limits AS r (key, tat_us) VALUES (%(key)s, %(now)s + %(inc)s)
@@ -59,11 +57,8 @@ def _post(conn: Conn, post_id: str, entries: list[LedgerEntry], now_ms: int) -> 
     return True
 
 
-class PostgresLedger(WriterStore):
+class PostgresLedger(PostgresReads):
     """Mixed into ``PostgresStore``, whose writer and reader pool it uses."""
-
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
 
     async def gcra(self, key: str, *, now_us: int, increment_us: int, limit_us: int) -> int:
         return await self._write(lambda conn: _gcra(conn, key, now_us, increment_us, limit_us))

@@ -1,16 +1,14 @@
 """``SQLiteStore``: the embedded default. One file, WAL, one writer thread with group commit.
 
-Reads run on worker threads over their own read-only connections (WAL lets them read while
-the writer writes). Writes go through the ``BatchWriter`` (``_writer.py``: the batching rules).
+Reads run on worker threads over their own read-only connections (``_sqlite_reads.py``).
+Writes go through the ``BatchWriter`` (``_writer.py``: the batching rules).
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
-import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -45,6 +43,7 @@ from tether.store._protocol import (
 )
 from tether.store._sqlite_governance import SQLiteGovernance
 from tether.store._sqlite_ledger import SQLiteLedger
+from tether.store._sqlite_reads import store_error
 from tether.store._sqlite_sql import (
     APPEND,
     CREATE,
@@ -66,22 +65,9 @@ from tether.types import JSONObject, Run, RunStatus
 
 T = TypeVar("T")
 
-READ_CONNECTIONS = 4
 SCHEMA_VERSION = 3
 MIGRATIONS = {1: "sqlite_0001_init.sql", 2: "sqlite_0002_governance.sql",
               3: "sqlite_0003_limits.sql"}
-
-
-def store_error(exc: Exception, location: str) -> StoreError:
-    """Map an sqlite3 error to Tether's tree, with advice a person can act on."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and (
-            "malformed" in text or "not a database" in text):
-        return StoreCorrupt(f"{location} is damaged ({text}); restore it from a backup, "
-                            "or point --db at another file")
-    if "locked" in text or "busy" in text:
-        return StoreError(f"{location} is locked by another process for too long ({text})")
-    return StoreError(f"{location}: {text}")
 
 
 class _SQLiteDialect:
@@ -116,18 +102,13 @@ class SQLiteStore(SQLiteGovernance, SQLiteLedger):
 
     def __init__(self, path: str | Path, *, durability: Durability = "power",
                  flush_interval_ms: int = 20, flush_max_records: int = 1024) -> None:
+        super().__init__()
         self.path = Path(path)
         self.location = str(self.path)
         self._durability = durability
         self._flush_interval = flush_interval_ms / 1000
         self._flush_max = flush_max_records
         self._writer: BatchWriter | None = None
-        # Read connections, reused: at most READ_CONNECTIONS reads run at once (a connection
-        # per thread held 40 of them, and their page caches, in a worker resuming 1,000 runs).
-        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._read_limiter: anyio.CapacityLimiter | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -205,37 +186,7 @@ class SQLiteStore(SQLiteGovernance, SQLiteLedger):
             writer, self._writer = self._writer, None
             await anyio.to_thread.run_sync(writer.close)
             writer.conn.close()
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-            self._idle_readers = queue.SimpleQueue()
-        for conn in readers:
-            conn.close()
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        try:
-            return self._idle_readers.get_nowait()
-        except queue.Empty:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA query_only = 1")
-            with self._readers_lock:
-                self._readers.append(conn)
-            return conn
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            conn = self._reader()
-            try:
-                return query(conn)
-            except sqlite3.Error as exc:
-                raise store_error(exc, self.location) from None
-            finally:
-                self._idle_readers.put(conn)
-        if self._read_limiter is None:
-            self._read_limiter = anyio.CapacityLimiter(READ_CONNECTIONS)
-        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
+        self._close_readers()
 
     # -- runs ------------------------------------------------------------------------------
 

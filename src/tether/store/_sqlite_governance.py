@@ -8,14 +8,14 @@ inside that transaction: two processes on one file cannot fork a tenant's chain.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from tether.errors import ApprovalNotFound
 from tether.store._common import AUDIT_GENESIS, approval_signal, chain_hash, check_decidable
 from tether.store._protocol import Approval, AuditRow, Commit
+from tether.store._sqlite_reads import SQLiteReads
 from tether.store._sqlite_sql import deliver
-from tether.store._writer import WriterStore
 
 T = TypeVar("T")
 
@@ -45,11 +45,8 @@ def _append_audit(conn: sqlite3.Connection, tenant: str, bodies: list[str]) -> N
     conn.executemany("INSERT INTO audit (tenant, idx, body, hash) VALUES (?,?,?,?)", rows)
 
 
-class SQLiteGovernance(WriterStore):
+class SQLiteGovernance(SQLiteReads):
     """Mixed into ``SQLiteStore``, whose writer and readers it uses."""
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     def append_audit(self, tenant: str, bodies: list[str], commit: Commit,
                      ) -> Awaitable[None] | None:

@@ -8,12 +8,11 @@ steps share one commit (group commit), which is what keeps a store-backed limit 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import TypeVar
 
 from tether.store._ledger_common import entries_json, gcra_step, ordered, over_cap
 from tether.store._protocol import LedgerEntry
-from tether.store._writer import WriterStore
+from tether.store._sqlite_reads import SQLiteReads
 
 T = TypeVar("T")
 
@@ -47,11 +46,8 @@ def _post(conn: sqlite3.Connection, post_id: str, entries: list[LedgerEntry],
     return True
 
 
-class SQLiteLedger(WriterStore):
+class SQLiteLedger(SQLiteReads):
     """Mixed into ``SQLiteStore``, whose writer and readers it uses."""
-
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def gcra(self, key: str, *, now_us: int, increment_us: int, limit_us: int) -> int:
         return await self._write(lambda conn: _gcra(conn, key, now_us, increment_us, limit_us))
