@@ -71,9 +71,10 @@ class Usage:
         """Read usage back from ``to_json`` output (missing counts are 0, a missing cost None),
         so records written before a field existed stay readable."""
         cost = data.get("cost_usd")
-        return cls(**{k: int(data.get(k, 0)) for k in
-                      ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
-                   cost_usd=None if cost is None else float(cost))
+        get = data.get
+        return cls(int(get("input_tokens", 0)), int(get("output_tokens", 0)),
+                   int(get("cache_read_tokens", 0)), int(get("cache_write_tokens", 0)),
+                   None if cost is None else float(cost))
 
 
 @dataclass(frozen=True, slots=True)

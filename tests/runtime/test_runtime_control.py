@@ -113,6 +113,32 @@ async def test_handle_created_before_a_cancel_returns_promptly(runtime: tether.R
         await handle.result()
 
 
+async def test_handle_of_a_run_stopped_here_by_another_process_returns_promptly(
+        runtime: tether.Runtime) -> None:
+    """Waiters on a run executing here wait on its task, with no timer; when the task stops
+    without settling the run (here: cancelled by another process, noticed by the heartbeat),
+    they are woken to read the run from the store, not left until a lease runs out."""
+    entered = anyio.Event()
+
+    @tether.agent
+    async def busy(ctx: tether.Context) -> Any:
+        async def long_job() -> None:
+            entered.set()
+            await anyio.sleep(30)
+        return await ctx.step("long_job", long_job)
+
+    handle = await runtime.start(busy)
+    await entered.wait()
+    # What `tether runs cancel` does from another process: only the store is told.
+    await runtime.store.cancel_run(handle.run_id, reason={"code": "run.cancelled",
+                                                          "message": "from elsewhere"},
+                                   now_ms=runtime.clock.now_ms())
+    with anyio.fail_after(3), pytest.raises(RunFailed) as failed:
+        await handle.result()
+    assert failed.value.status == "cancelled"
+    assert runtime.active_runs == 0
+
+
 # -- cancelling ------------------------------------------------------------------------------
 
 async def test_cancelling_a_running_run_interrupts_its_tool_and_ends_it_cancelled(

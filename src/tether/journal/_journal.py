@@ -25,6 +25,8 @@ class RunJournal:
         self.run_id = run_id
         self.fence = fence
         self._recorded = {record.seq: record for record in records}
+        self.last_recorded_seq = max(self._recorded, default=0)
+        """Past this seq nothing is recorded: effects there act without a lookup."""
         self._seq = 0
         self._lazy_limit = lazy_limit
         self._lazy_pending = 0  # lazy writes since this run last waited for a commit
@@ -35,10 +37,6 @@ class RunJournal:
         # park it for a person, whatever the agent code did afterwards.
         self.write_failed: StoreError | None = None
         self.nondeterminism: NonDeterminismError | None = None
-
-    @property
-    def last_recorded_seq(self) -> int:
-        return max(self._recorded, default=0)
 
     def next_seq(self) -> int:
         self._seq += 1

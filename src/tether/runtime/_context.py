@@ -116,11 +116,12 @@ class Context:
             digest = _json.digest(args)
         except (TypeError, ValueError) as exc:
             return _raise(UnknownTool(resolved.name, f"arguments are not JSON: {exc}"))
-        effect = self._effect(
-            "tool", resolved.name, digest, ToolRequest(resolved, args),
-            side_effects=resolved.side_effects, retry_uncertain=resolved.idempotent,
-            outcome_commit=Commit.SOON if resolved.side_effects else Commit.LAZY,
-            detail={"args": args})
+        side_effects = resolved.side_effects
+        effect = Effect(self._scope, self._journal.next_seq(), "tool", resolved.name, digest,
+                        ToolRequest(resolved, args), side_effects=side_effects,
+                        retry_uncertain=resolved.idempotent,
+                        outcome_commit=Commit.SOON if side_effects else Commit.LAZY,
+                        detail={"args": args})
         return self._run(effect)
 
     def _resolve_tool(self, tool: str | Tool) -> Tool | None:
@@ -152,9 +153,8 @@ class Context:
                                messages[-1] if messages else None, [spec.name for spec in specs]])
         call_index = self._scope.llm_calls
         self._scope.llm_calls += 1
-        effect = self._effect("llm", resolved.name, digest,
-                              ModelCall(resolved, messages, specs, call_index),
-                              convert=Reply.from_json)
+        effect = Effect(self._scope, self._journal.next_seq(), "llm", resolved.name, digest,
+                        ModelCall(resolved, messages, specs, call_index), convert=Reply.from_json)
         return self._run(effect)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Coroutine[Any, Any, Any]:

@@ -114,8 +114,10 @@ class Executor:
         run_id = effect.scope.run.run_id
         bus = self._bus
 
-        def on_delta(text: str) -> None:
-            bus.publish(run_id, "llm.delta", {"seq": effect.seq, "text": text})
+        on_delta = None
+        if bus.active:  # built only when someone listens: most calls stream to nobody
+            def on_delta(text: str) -> None:
+                bus.publish(run_id, "llm.delta", {"seq": effect.seq, "text": text})
 
         def on_retry(attempt: int, error: str, delay: float) -> None:
             # On the record and on the bus, as tool retries are; text streamed by the failed
@@ -130,7 +132,7 @@ class Executor:
         try:
             reply = await call.model.complete(ModelRequest(
                 call.messages, call.tools, run_id=run_id, call_index=call.call_index,
-                on_delta=on_delta if bus.active else None, on_retry=on_retry))
+                on_delta=on_delta, on_retry=on_retry))
         except ModelError as exc:
             effect.attempts = max(effect.attempts, exc.attempts)
             raise
@@ -140,8 +142,9 @@ class Executor:
             raise ModelError(f"model {effect.name!r} failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(reply, Reply):
             raise ModelError(f"model {effect.name!r} returned {type(reply).__name__}, not a Reply")
-        effect.detail["usage"] = reply.usage.to_json()
-        return reply.to_json()
+        value = reply.to_json()
+        effect.detail["usage"] = value["usage"]
+        return value
 
     async def _step(self, effect: Effect) -> Any:
         call: StepCall = effect.request

@@ -168,7 +168,8 @@ class JournalStage:
 
     async def __call__(self, effect: Effect, call_next: Handler) -> Any:
         journal = effect.scope.journal
-        record = journal.lookup(effect.seq, effect.kind, effect.name, effect.digest)
+        record = (None if effect.seq > journal.last_recorded_seq  # past the replay: no lookup
+                  else journal.lookup(effect.seq, effect.kind, effect.name, effect.digest))
         if record is not None:
             if record.state == RecordState.OK:
                 journal.replayed += 1
@@ -205,20 +206,24 @@ class JournalStage:
         except StoreError:
             raise  # the journal itself failed: nothing can be recorded
         except TetherError as exc:
-            await self._record(effect, RecordState.ERROR, _json.encode(exc.to_json()))
+            pending = self._record(effect, RecordState.ERROR, _json.encode(exc.to_json()))
+            if pending is not None:
+                await pending
             raise
-        await self._record(effect, RecordState.OK, text)
+        pending = self._record(effect, RecordState.OK, text)
+        if pending is not None:
+            await pending
+        # What a replay will return: the recorded text read back (tuples become lists...).
         value = _json.decode(text)
         return value if effect.convert is None else effect.convert(value)
 
-    async def _record(self, effect: Effect, state: str, value: str) -> None:
+    def _record(self, effect: Effect, state: str, value: str) -> Awaitable[None] | None:
+        # Not a coroutine: most outcomes are committed lazily and need no await at all.
         journal = effect.scope.journal
         commit = effect.outcome_commit
         if commit is Commit.LAZY:
             commit = journal.lazy_commit()
-        pending = journal.write(effect.record(state, value, self._clock.now_ms()), commit)
-        if pending is not None:
-            await pending
+        return journal.write(effect.record(state, value, self._clock.now_ms()), commit)
 
 
 class ValidateStage:

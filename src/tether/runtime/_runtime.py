@@ -100,17 +100,21 @@ class _Watch:
         self.notified = False
         self.run: Run | None = None
 
-    def notify(self, run: Run) -> None:
+    def notify(self, run: Run | None) -> None:
+        """Wake the waiters; ``run`` is the run's new state, or None when they must read it."""
         self.run, self.notified = run, True
         if self._event is not None:
             self._event.set()
 
-    async def wait(self, timeout_seconds: float) -> None:
-        """Until notified, or for at most ``timeout_seconds``."""
+    async def wait(self, timeout_seconds: float | None) -> None:
+        """Until notified, or for at most ``timeout_seconds`` (None: until notified)."""
         if self.notified:
             return
         if self._event is None:
             self._event = asyncio.Event()
+        if timeout_seconds is None:
+            await self._event.wait()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_seconds):
                 await self._event.wait()
@@ -517,11 +521,12 @@ class Runtime:
                 run = await self.get(run_id)
             if done(run):
                 return run
-            # A run driven here wakes its waiters itself, so polling it is only a safety net;
-            # a run driven by another process is polled at the usual interval.
-            timeout = (self.settings.lease_seconds if run_id in self._active
-                       else self.settings.poll_interval_seconds)
-            await watch.wait(timeout)
+            # A run driven here wakes its waiters itself (its task wakes any left when it
+            # ends, whatever the reason), so they need no timer: with thousands of runs, a
+            # timer per wait was a measurable share of the event loop's work. A run driven by
+            # another process is polled at the usual interval.
+            await watch.wait(None if run_id in self._active
+                             else self.settings.poll_interval_seconds)
             run, watch = watch.run, None
 
     def _watch(self, run_id: str) -> _Watch:
@@ -624,6 +629,11 @@ class Runtime:
                              "resumed when its claim is released", run_id)
         finally:
             self._active.pop(run_id, None)
+            # Waiters still here were not told how the run went (it was cancelled, its claim
+            # lost, or it stopped for shutdown): they read it from the store.
+            watch = self._watches.pop(run_id, None)
+            if watch is not None:
+                watch.notify(None)
             self.store.forget_claim(run_id, claim.fence)
             if self._drained is not None and not self._active:
                 self._drained.set()
@@ -643,9 +653,10 @@ class Runtime:
             await self._settle(scope, RunStatus.NEEDS_ATTENTION, None,
                                {**exc.to_json(), "code": "agent.unavailable"})
             return
-        self.events.publish(run.run_id, "run.started" if fresh else "run.resumed",
-                            {"agent": run.agent, "version": run.agent_version,
-                             "recorded": len(records)})
+        if self.events.active:  # the event's data is built only for a listener
+            self.events.publish(run.run_id, "run.started" if fresh else "run.resumed",
+                                {"agent": run.agent, "version": run.agent_version,
+                                 "recorded": len(records)})
         status, result, error = RunStatus.COMPLETED, None, None
         try:
             result = await agent.fn(Context(self, scope, agent), **run.input)
@@ -695,14 +706,16 @@ class Runtime:
         final = dataclasses.replace(
             run, status=status, error=error, owner=None, updated_at_ms=now_ms, wake_at_ms=None,
             waiting_for=None, result=None if result_text is None else _json.decode(result_text))
-        self.events.publish(run.run_id, f"run.{status}", {
-            "replayed": scope.journal.replayed, "executed": scope.journal.executed,
-            **({"error": error} if error else {})})
+        if self.events.active:
+            self.events.publish(run.run_id, f"run.{status}", {
+                "replayed": scope.journal.replayed, "executed": scope.journal.executed,
+                **({"error": error} if error else {})})
         if self.telemetry is not None:  # settled in the run's task: its span is current
             self.telemetry.run_settled(str(status), error)
         if status.is_terminal:
             self._own.discard(run.run_id)
-            await self._release_workspace(run)
+            if self.sandbox.keeps_run_workspaces:
+                await self._release_workspace(run)
         self._notify(final)
 
     async def _release_workspace(self, run: Run) -> None:

@@ -131,7 +131,11 @@ class BatchWriter:
         self._location = location
         self._flush_interval = flush_interval
         self._flush_max = flush_max
-        self._cond = threading.Condition()
+        # A plain lock under the condition, taken directly on the submit path: a C-level
+        # ``with`` on every queued write instead of Condition's Python-level one over an RLock
+        # (which cost ~1.5 us of the event loop's time per write). Nothing here nests it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ops: list[_Op] = []
         self._urgent = False
         self._deadline = 0.0
@@ -161,7 +165,7 @@ class BatchWriter:
                 and what it returns when applied in bulk.
         """
         assert self._loop is not None, "writer not started"
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise StoreError(f"{self._location} is closed")
             future = self._loop.create_future() if commit is Commit.WAIT else None
