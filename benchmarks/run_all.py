@@ -22,6 +22,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     # name: (script, extra arguments, extra arguments with --quick)
     "b1": ("b1_steps.py", [], ["--steps", "200"]),
     "b2": ("b2_concurrent.py", [], ["--runs", "1000"]),
+    "b2i": ("b2_instructions.py", [], ["--runs", "100"]),
     "b3": ("b3_recovery.py", [], ["--runs", "200"]),
     "b4": ("b4_footprint.py", [], ["--runs", "200"]),
     "b5": ("b5_model_call.py", [], ["--calls", "50"]),
@@ -36,7 +37,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     # Optional, not run by default: needs LangGraph and DBOS in .venv-bench.
     "compare": ("compare_frameworks.py", [], ["--runs", "200"]),
 }
-DEFAULT = ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10", "b11", "b12", "b13"]
+DEFAULT = ["b1", "b2", "b2i", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10", "b11", "b12", "b13"]
 
 
 def run_script(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
