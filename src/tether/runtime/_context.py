@@ -90,10 +90,6 @@ class Context:
         pipelines = runtime._pipelines if runtime.events.active else runtime._quiet_pipelines
         return pipelines[effect.kind](effect)  # type: ignore[return-value]
 
-    def _effect(self, kind: str, name: str, digest: str, request: Any, **options: Any) -> Effect:
-        return Effect(self._scope, self._journal.next_seq(), kind, name, digest, request,
-                      **options)
-
     # -- tools and models ------------------------------------------------------------------
 
     # Tool, step and signal results are typed Any on purpose: they are JSON the caller knows
@@ -163,8 +159,8 @@ class Context:
         Sync functions run in a thread. On replay the recorded result is returned and ``fn``
         is not called.
         """
-        effect = self._effect("step", name, _json.digest(name), StepCall(fn, args),
-                              outcome_commit=Commit.WAIT)
+        effect = Effect(self._scope, self._journal.next_seq(), "step", name, _json.digest(name),
+                        StepCall(fn, args), outcome_commit=Commit.WAIT)
         return self._run(effect)
 
     # -- durable time and signals ----------------------------------------------------------

@@ -455,7 +455,7 @@ class Runtime:
             task.cancel()
         self.events.publish(run_id, "run.cancelled", {"reason": reason})
         await self._release_workspace(run)
-        self._notify(run)
+        self._notify(run_id, run)
         return run
 
     async def resolve(self, run_id: str, action: str, value: JSON = None) -> Run:
@@ -463,7 +463,7 @@ class Runtime:
         run = await self.store.resolve_run(
             run_id, action=action, value=None if action != "skip" else _json.encode(value),
             now_ms=self.clock.now_ms())
-        self._notify(run)
+        self._notify(run_id, run)
         if run.status is RunStatus.PENDING:
             self._own.add(run_id)
             self._wake()
@@ -535,8 +535,9 @@ class Runtime:
             watch = self._watches[run_id] = _Watch()
         return watch
 
-    def _notify(self, run: Run) -> None:
-        watch = self._watches.pop(run.run_id, None)
+    def _notify(self, run_id: str, run: Run | None) -> None:
+        """Wake the run's waiters with its new state (None: they read it from the store)."""
+        watch = self._watches.pop(run_id, None)
         if watch is not None:
             watch.notify(run)
 
@@ -631,9 +632,7 @@ class Runtime:
             self._active.pop(run_id, None)
             # Waiters still here were not told how the run went (it was cancelled, its claim
             # lost, or it stopped for shutdown): they read it from the store.
-            watch = self._watches.pop(run_id, None)
-            if watch is not None:
-                watch.notify(None)
+            self._notify(run_id, None)
             self.store.forget_claim(run_id, claim.fence)
             if self._drained is not None and not self._active:
                 self._drained.set()
@@ -714,9 +713,8 @@ class Runtime:
             self.telemetry.run_settled(str(status), error)
         if status.is_terminal:
             self._own.discard(run.run_id)
-            if self.sandbox.keeps_run_workspaces:
-                await self._release_workspace(run)
-        self._notify(final)
+            await self._release_workspace(run)
+        self._notify(run.run_id, final)
 
     async def _release_workspace(self, run: Run) -> None:
         """Remove the run's sandbox workspace, if a ``workspace = "run"`` profile made one."""
@@ -738,7 +736,7 @@ class Runtime:
         if wake_at_ms is not None:
             heapq.heappush(self._timers, wake_at_ms)
             self._wake()
-        self._notify(dataclasses.replace(run, status=RunStatus.WAITING, wake_at_ms=wake_at_ms,
-                                         waiting_for=waiting_for, owner=None,
-                                         updated_at_ms=now_ms))
+        self._notify(run.run_id, dataclasses.replace(
+            run, status=RunStatus.WAITING, wake_at_ms=wake_at_ms, waiting_for=waiting_for,
+            owner=None, updated_at_ms=now_ms))
         return True
